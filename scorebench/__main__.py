@@ -1,0 +1,5 @@
+"""`python -m scorebench` is the same command line as `scorebench`."""
+
+from scorebench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,230 @@
+"""Noise schedules (the σ levels) and weightings λ(σ).
+
+A `Schedule` is what every loss, sampler and score-error metric needs to know about noise: the
+levels σ_1 > ... > σ_L (largest first, the order annealed Langevin visits them), the weight λ(σ_i)
+of each level in the training loss, and a suggested Langevin step size ε. Kinds and weightings are
+registries by name, so ablating λ or L is a config edit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from scorebench.errors import ScorebenchError
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """σ levels (descending) with their loss weights.
+
+    Attributes:
+        sigmas: (L,) float64 tensor, strictly decreasing; `[0.0]` for the noiseless (`none`) schedule.
+        weights: (L,) λ(σ_i) for the training loss.
+        step_size: the annealed-Langevin ε this schedule suggests (NCSNv2's rule for `ncsnv2`), or None.
+        kind, weighting: the registry names that built it, kept for provenance.
+    """
+
+    sigmas: torch.Tensor
+    weights: torch.Tensor
+    kind: str
+    weighting: str
+    step_size: float | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def levels(self) -> int:
+        return int(self.sigmas.numel())
+
+    @property
+    def noiseless(self) -> bool:
+        return bool(self.sigmas[-1] == 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# weightings λ(σ)
+
+
+def weighting_values(name: str, sigmas: torch.Tensor, exponent: float = 2.0) -> torch.Tensor:
+    """λ(σ_i) for a weighting name: sigma2 (σ², NCSN's choice), sigma, uniform, power (σ^exponent)."""
+    if name not in WEIGHTINGS:
+        raise ScorebenchError(f"weighting: unknown {name!r}; choose one of {sorted(WEIGHTINGS)}")
+    return WEIGHTINGS[name](sigmas, exponent)
+
+
+WEIGHTINGS = {
+    "sigma2": lambda s, p: s**2,
+    "sigma": lambda s, p: s.clone(),
+    "uniform": lambda s, p: torch.ones_like(s),
+    "power": lambda s, p: s**p,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# schedule kinds: each returns the σ list (descending)
+
+
+def _check_range(sigma_max: float, sigma_min: float, levels: int) -> None:
+    if not (sigma_min > 0):
+        raise ScorebenchError(f"schedule.sigma_min: must be > 0, got {sigma_min}")
+    if not (sigma_max > sigma_min):
+        raise ScorebenchError(f"schedule.sigma_max: must be larger than sigma_min ({sigma_min}), got {sigma_max}")
+    if int(levels) < 1:
+        raise ScorebenchError(f"schedule.levels: must be >= 1, got {levels}")
+
+
+def geometric_sigmas(sigma_max: float, sigma_min: float, levels: int) -> torch.Tensor:
+    """L levels with a constant ratio from σ_max down to σ_min (NCSN); L=1 gives [σ_max]."""
+    _check_range(sigma_max, sigma_min, levels)
+    if levels == 1:
+        return torch.tensor([float(sigma_max)], dtype=torch.float64)
+    return torch.exp(torch.linspace(math.log(sigma_max), math.log(sigma_min), int(levels), dtype=torch.float64))
+
+
+def linear_sigmas(sigma_max: float, sigma_min: float, levels: int) -> torch.Tensor:
+    """L evenly spaced levels from σ_max down to σ_min; L=1 gives [σ_max]."""
+    _check_range(sigma_max, sigma_min, levels)
+    if levels == 1:
+        return torch.tensor([float(sigma_max)], dtype=torch.float64)
+    return torch.linspace(float(sigma_max), float(sigma_min), int(levels), dtype=torch.float64)
+
+
+def explicit_sigmas(sigmas) -> torch.Tensor:
+    """A user-given σ list; it must be positive and strictly decreasing (largest first)."""
+    s = torch.as_tensor(list(sigmas), dtype=torch.float64)
+    if s.numel() < 1:
+        raise ScorebenchError("schedule.sigmas: the list is empty")
+    if not torch.all(s > 0):
+        raise ScorebenchError(f"schedule.sigmas: every σ must be > 0, got {s.tolist()}")
+    if s.numel() > 1 and not torch.all(s[1:] < s[:-1]):
+        raise ScorebenchError(f"schedule.sigmas: must be strictly decreasing (largest first), got {s.tolist()}")
+    return s
+
+
+def _std_normal_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def ncsnv2_ratio(dim: int, target: float = 0.5) -> float:
+    """NCSNv2 technique 2: the ratio γ = σ_{i-1}/σ_i for which Gaussians of adjacent levels overlap.
+
+    Solves Φ(√(2D)(γ-1) + 3γ) - Φ(√(2D)(γ-1) - 3γ) = target by bisection (the left side falls with γ).
+    """
+
+    def overlap(g: float) -> float:
+        a = math.sqrt(2.0 * dim) * (g - 1.0)
+        return _std_normal_cdf(a + 3.0 * g) - _std_normal_cdf(a - 3.0 * g)
+
+    lo, hi = 1.0 + 1e-9, 100.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if overlap(mid) > target:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def ncsnv2_step_size(sigma_min: float, gamma: float, steps_per_level: int) -> float:
+    """NCSNv2 technique 4: ε such that the annealed-Langevin variance ratio at σ_L is ≈ 1.
+
+    f(ε) = (1 - ε/σ_L²)^{2T} (γ² - 2ε/(σ_L² - σ_L²(1-ε/σ_L²)²)) + 2ε/(σ_L² - σ_L²(1-ε/σ_L²)²);
+    solved for f(ε) = 1 on a log grid then refined by bisection.
+    """
+    s2 = sigma_min**2
+    T = int(steps_per_level)
+
+    def f(eps: float) -> float:
+        r = 1.0 - eps / s2
+        denom = s2 - s2 * r * r
+        return (r ** (2 * T)) * (gamma**2 - 2 * eps / denom) + 2 * eps / denom
+
+    grid = [s2 * 10 ** (k / 50.0) for k in range(-500, 0)]  # ε in (1e-10 σ_L², σ_L²)
+    vals = [f(e) - 1.0 for e in grid]
+    best = min(range(len(grid)), key=lambda i: abs(vals[i]))
+    # refine around the best grid point where the sign changes, if it does
+    for i in range(len(grid) - 1):
+        if vals[i] == 0 or vals[i] * vals[i + 1] < 0:
+            lo, hi = grid[i], grid[i + 1]
+            for _ in range(100):
+                mid = 0.5 * (lo + hi)
+                if (f(lo) - 1.0) * (f(mid) - 1.0) <= 0:
+                    hi = mid
+                else:
+                    lo = mid
+            return 0.5 * (lo + hi)
+    return grid[best]
+
+
+def max_pairwise_distance(data: torch.Tensor, max_points: int = 5000) -> float:
+    """Largest Euclidean distance between two training points (NCSNv2 technique 1 sets σ_1 to it)."""
+    x = data.reshape(data.shape[0], -1).double()
+    if x.shape[0] > max_points:  # a deterministic subset keeps this O(max_points²)
+        idx = torch.linspace(0, x.shape[0] - 1, max_points).long()
+        x = x[idx]
+    best = 0.0
+    for chunk in x.split(1024):
+        best = max(best, float(torch.cdist(chunk, x).max()))
+    return best
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+SCHEDULE_KINDS = ("none", "single", "geometric", "linear", "explicit", "ncsnv2")
+
+
+def make_schedule(
+    kind: str,
+    *,
+    weighting: str = "sigma2",
+    exponent: float = 2.0,
+    sigma: float | None = None,
+    sigma_max: float | None = None,
+    sigma_min: float | None = None,
+    levels: int | None = None,
+    sigmas=None,
+    data: torch.Tensor | None = None,
+    steps_per_level: int = 100,
+) -> Schedule:
+    """Build a schedule from its registry name and parameters.
+
+    Args:
+        kind: none | single | geometric | linear | explicit | ncsnv2.
+        weighting: λ(σ) name (ignored for `none`, whose only level has weight 1).
+        sigma: the level of `single`.
+        sigma_max, sigma_min, levels: the range of `geometric` and `linear` (`ncsnv2` takes sigma_min).
+        sigmas: the list of `explicit`.
+        data: training data, needed by `ncsnv2` (σ_1 = largest pairwise distance, γ from its dimension).
+        steps_per_level: T of annealed Langevin, used by `ncsnv2`'s step-size rule.
+    """
+    info: dict = {}
+    step_size = None
+    if kind == "none":
+        return Schedule(torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64), kind, "uniform")
+    if kind == "single":
+        if sigma is None or not sigma > 0:
+            raise ScorebenchError(f"schedule.sigma: `single` needs a σ > 0, got {sigma}")
+        s = torch.tensor([float(sigma)], dtype=torch.float64)
+    elif kind == "geometric":
+        s = geometric_sigmas(sigma_max, sigma_min, levels)
+    elif kind == "linear":
+        s = linear_sigmas(sigma_max, sigma_min, levels)
+    elif kind == "explicit":
+        s = explicit_sigmas(sigmas if sigmas is not None else [])
+    elif kind == "ncsnv2":
+        if data is None:
+            raise ScorebenchError("schedule: `ncsnv2` needs the training data to set σ_1")
+        s_min = float(sigma_min if sigma_min is not None else 0.01)
+        s_max = max_pairwise_distance(data)
+        dim = int(data[0].numel())
+        gamma = ncsnv2_ratio(dim)
+        n = max(1, int(math.ceil(math.log(s_max / s_min) / math.log(gamma))) + 1)
+        s = geometric_sigmas(s_max, s_min, n) if n > 1 else torch.tensor([s_max], dtype=torch.float64)
+        step_size = ncsnv2_step_size(s_min, gamma, steps_per_level)
+        info = {"gamma": gamma, "derived_levels": n, "derived_sigma_max": s_max}
+    else:
+        raise ScorebenchError(f"schedule.kind: unknown {kind!r}; choose one of {list(SCHEDULE_KINDS)}")
+    return Schedule(s, weighting_values(weighting, s, exponent), kind, weighting, step_size, info)

@@ -1,0 +1,15 @@
+"""Shared test settings: float64 checks where the math needs it, few threads on the 2-core CI machine."""
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def gen():
+    """A seeded CPU generator, so every stochastic test is reproducible."""
+    return torch.Generator().manual_seed(1234)
