@@ -26,6 +26,8 @@ class Dataset:
         distribution: the mixture whose p_σ is exact: the true toy density, or the empirical
             training distribution for images (exact for σ > 0).
         info: provenance (source file, scaling, seed).
+        train_labels, test_labels: class labels where the source has them (they train the
+            dataset-specific feature network used for FID on small images); None otherwise.
     """
 
     name: str
@@ -34,6 +36,8 @@ class Dataset:
     test: torch.Tensor
     distribution: IsotropicGaussianMixture | None = None
     info: dict = field(default_factory=dict)
+    train_labels: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -1,0 +1,145 @@
+"""Merge per-job tables into one tidy study table, training curves, and summary tables.
+
+The study table is the union of every evaluation job's rows; re-runs are deduplicated on the
+key columns keeping the newest (benchopt's merge). Summaries are mean ± std over seeds of the
+headline numbers, written as Markdown and LaTeX.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from scorebench.errors import ScorebenchError
+from scorebench.results import KEY_COLUMNS, write_table, write_text
+
+HEADLINE = {
+    # metric -> (label, lower is better?)
+    "fid": ("FID", True),
+    "kid_mean": ("KID", True),
+    "precision": ("precision", False),
+    "recall": ("recall", False),
+    "mmd_rbf": ("MMD²", True),
+    "sliced_wasserstein": ("sliced W₂", True),
+    "mode_weight_error": ("mode-weight TV", True),
+    "mode_coverage": ("modes covered", False),
+    "score_error_rel": ("rel. score error (σ_min)", True),
+}
+
+
+def read_tables(paths) -> "pd.DataFrame":
+    import pandas as pd
+
+    frames = []
+    for p in paths:
+        try:
+            frames.append(pd.read_parquet(p))
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is named, not traced
+            raise ScorebenchError(f"table {p} is unreadable ({type(exc).__name__}: {exc})") from None
+    if not frames:
+        raise ScorebenchError("aggregate: no input tables")
+    df = pd.concat(frames, ignore_index=True, sort=False)
+    keys = [c for c in KEY_COLUMNS if c in df.columns]
+    return df.drop_duplicates(subset=keys, keep="last").reset_index(drop=True)
+
+
+def read_train_logs(paths) -> "pd.DataFrame":
+    """Training curves as tidy rows; the cell is read from the log's path
+    (results/{study}/{dataset}/{schedule}/{objective}/seed{seed}/train_log.jsonl)."""
+    import pandas as pd
+
+    rows = []
+    for p in map(Path, paths):
+        study, dataset, schedule, objective, seed = p.parts[-6:-1]
+        for line in p.read_text().splitlines():
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            if "loss" not in rec:
+                continue
+            rows.append(
+                {
+                    "study": study, "dataset": dataset, "schedule": schedule, "objective": objective,
+                    "seed": int(seed.removeprefix("seed")), "step": int(rec["step"]), "loss": float(rec["loss"]),
+                    "wall_s": float(rec.get("wall_s", math.nan)),
+                }  # fmt: skip
+            )
+    return pd.DataFrame(rows, columns=["study", "dataset", "schedule", "objective", "seed", "step", "loss", "wall_s"])
+
+
+def headline(df) -> "pd.DataFrame":
+    """One value per (cell, sampler, metric): sample metrics as they are, score error at each cell's smallest σ."""
+    import pandas as pd
+
+    parts = []
+    sample = df[df["metric"].isin([m for m in HEADLINE if m != "score_error_rel"]) & (df["sampler"] != "")]
+    parts.append(sample)
+    se = df[(df["metric"] == "score_error_rel") & (df["region"] == "all")]
+    if len(se):
+        smallest = se.groupby(["dataset", "schedule", "objective", "seed"])["sigma"].transform("min")
+        parts.append(se[se["sigma"] == smallest])
+    return pd.concat(parts, ignore_index=True) if parts else df.iloc[:0]
+
+
+def summary(df) -> "pd.DataFrame":
+    """Mean ± std over seeds, one row per (dataset, schedule, objective, sampler), one column per metric."""
+    h = headline(df)
+    if h.empty:
+        return h
+    g = h.groupby(["dataset", "schedule", "objective", "sampler", "metric"])["value"]
+    stats = g.agg(["mean", "std", "count"]).reset_index()
+
+    def fmt(r):
+        if r["count"] > 1 and not math.isnan(r["std"]):
+            return f"{r['mean']:.4g} ± {r['std']:.2g}"
+        return f"{r['mean']:.4g}"
+
+    stats["cell"] = stats.apply(fmt, axis=1)
+    wide = stats.pivot_table(
+        index=["dataset", "schedule", "objective", "sampler"], columns="metric", values="cell", aggfunc="first"
+    ).reset_index()
+    wide.columns.name = None
+    ordered = [m for m in HEADLINE if m in wide.columns]
+    wide = wide[["dataset", "schedule", "objective", "sampler", *ordered]]
+    return wide.rename(columns={m: HEADLINE[m][0] for m in ordered}).fillna("")
+
+
+def to_markdown(df) -> str:
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(df) -> str:
+    def esc(s):
+        s = str(s)
+        for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
+            s = s.replace(a, b)
+        return s.replace("±", r"$\pm$").replace("σ", r"$\sigma$").replace("²", r"$^2$").replace("₂", r"$_2$")
+
+    cols = list(df.columns)
+    lines = [r"\begin{tabular}{" + "l" * 4 + "r" * (len(cols) - 4) + "}", r"\toprule"]
+    lines.append(" & ".join(esc(c) for c in cols) + r" \\")
+    lines.append(r"\midrule")
+    for row in df.itertuples(index=False):
+        lines.append(" & ".join(esc(v) for v in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def aggregate(inputs, out, *, train_logs=(), tables_dir=None) -> None:
+    """Write {out} (.parquet) and its .csv twin, training curves beside it, and summary tables."""
+    out = Path(out)
+    df = read_tables(inputs)
+    write_table(df, out)
+    write_table(df, out.with_suffix(".csv"))
+    curves = read_train_logs(train_logs)
+    write_table(curves, out.with_name("train_curves.parquet"))
+    if tables_dir:
+        tables = Path(tables_dir)
+        s = summary(df)
+        write_text(tables / "summary.md", "# Summary (mean ± std over seeds)\n\n" + to_markdown(s))
+        write_text(tables / "summary.tex", to_latex(s))

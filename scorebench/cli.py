@@ -1,0 +1,147 @@
+"""`scorebench <verb>`: one verb per workflow rule, plus `check` for a study config.
+
+Every verb takes a `--spec` (the JSON a rule gets from study.py, or @file) and output paths.
+Imports are lazy so a toy job loads only torch and the few modules it uses. A `ScorebenchError`
+becomes one line on stderr and exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+
+def _spec(args):
+    from scorebench.study import parse_spec
+
+    return parse_spec(args.spec)
+
+
+def cmd_train(args):
+    from scorebench.jobs import train_job
+
+    train_job(_spec(args), args.out_dir)
+
+
+def cmd_sample(args):
+    from scorebench.jobs import sample_job
+
+    sample_job(_spec(args), args.model, args.out)
+
+
+def cmd_evaluate(args):
+    from scorebench.jobs import evaluate_samples_job
+
+    evaluate_samples_job(_spec(args), args.samples, args.out, args.reference)
+
+
+def cmd_score_error(args):
+    from scorebench.jobs import score_error_job
+
+    score_error_job(_spec(args), args.model, args.out)
+
+
+def cmd_reference_stats(args):
+    from scorebench.jobs import reference_job
+
+    reference_job(_spec(args), args.out_dir)
+
+
+def cmd_aggregate(args):
+    from scorebench.aggregate import aggregate
+
+    aggregate(args.inputs, args.out, train_logs=args.train_logs, tables_dir=args.tables)
+
+
+def cmd_figures(args):
+    from scorebench.figures import make_figures
+
+    make_figures(args.table, args.out_dir, curves=args.curves, samples=args.samples)
+
+
+def cmd_check(args):
+    from scorebench.study import Study, load_config
+
+    study = Study(load_config(args.config))
+    print(f"study {study.name}: {len(study.cells)} cells, samplers {study.samplers}")
+    for cell in study.cells:
+        print(" ", cell.id)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="scorebench", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    def verb(name, func, help_):
+        sp = sub.add_parser(name, help=help_)
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = verb("train", cmd_train, "train one cell's score network (resumes from a checkpoint)")
+    sp.add_argument("--spec", required=True, help="cell spec JSON (or @file)")
+    sp.add_argument("--out-dir", required=True, help="folder for model.pt, checkpoint.pt, train_log.jsonl")
+
+    sp = verb("sample", cmd_sample, "draw samples from a trained cell with one sampler")
+    sp.add_argument("--spec", required=True)
+    sp.add_argument("--model", required=True, help="model.pt written by `train`")
+    sp.add_argument("--out", required=True, help="samples .npz")
+
+    sp = verb("evaluate", cmd_evaluate, "sample-quality metrics of one samples file")
+    sp.add_argument("--spec", required=True)
+    sp.add_argument("--samples", required=True)
+    sp.add_argument("--reference", default=None, help="reference-stats folder (image datasets)")
+    sp.add_argument("--out", required=True, help="tidy metrics .parquet")
+
+    sp = verb("score-error", cmd_score_error, "score error per σ level and density bin")
+    sp.add_argument("--spec", required=True)
+    sp.add_argument("--model", required=True)
+    sp.add_argument("--out", required=True)
+
+    sp = verb("reference-stats", cmd_reference_stats, "reference features of a dataset for FID/KID/PR")
+    sp.add_argument("--spec", required=True)
+    sp.add_argument("--out-dir", required=True)
+
+    sp = verb("aggregate", cmd_aggregate, "merge per-job tables into the study table and summaries")
+    sp.add_argument("--inputs", nargs="+", required=True, help="per-job .parquet files")
+    sp.add_argument("--train-logs", nargs="*", default=[], help="train_log.jsonl files (training curves)")
+    sp.add_argument("--out", required=True, help="study metrics.parquet (a .csv is written beside it)")
+    sp.add_argument("--tables", required=True, help="folder for Markdown/LaTeX summary tables")
+
+    sp = verb("figures", cmd_figures, "seaborn figures from the study table")
+    sp.add_argument("--table", required=True)
+    sp.add_argument("--curves", default=None, help="training-curves parquet")
+    sp.add_argument("--samples", nargs="*", default=[], help="samples .npz files for sample grids")
+    sp.add_argument("--out-dir", required=True)
+
+    sp = verb("check", cmd_check, "validate a study config and list its cells")
+    sp.add_argument("--config", required=True)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    from scorebench.errors import ScorebenchError
+
+    t0 = time.perf_counter()
+    try:
+        args.func(args)
+    except ScorebenchError as exc:
+        print(f"scorebench {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"scorebench {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    logging.getLogger("scorebench").info("%s finished in %.1f s", args.verb, time.perf_counter() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

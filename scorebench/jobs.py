@@ -1,0 +1,260 @@
+"""One function per workflow job: a spec (from study.py) and paths in, files out.
+
+The command line (cli.py) parses arguments and calls these; the Snakemake rules call the command
+line. Each job builds its components through study.py, runs the lower layers, and writes its
+outputs atomically, so a killed job leaves either nothing or a finished file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+from scorebench import study as st
+from scorebench.errors import ScorebenchError
+from scorebench.results import provenance, tidy_rows, write_json, write_npz, write_table
+
+log = logging.getLogger("scorebench")
+
+
+def derive_seed(seed: int, *names: str) -> int:
+    """A seed for one purpose of a cell (benchopt's habit): the cell seed plus what it is for."""
+    digest = hashlib.sha256(":".join([str(int(seed)), *names]).encode()).digest()
+    return int.from_bytes(digest[:7], "little")
+
+
+# ---------------------------------------------------------------------- train
+
+
+def train_job(spec: dict, out_dir) -> dict:
+    """Train one cell (or write the oracle's marker) into out_dir/model.pt; resumes a killed run."""
+    import torch
+
+    from scorebench.checkpoint import save_atomic
+    from scorebench.device import device_description, resolve_device
+    from scorebench.train import train
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dataset = st.build_dataset(spec)
+    schedule = st.build_schedule(spec, dataset)
+    log.info("cell %s: dataset %s %s, %d σ levels", spec["cell"], dataset.name, dataset.shape, schedule.levels)
+    if st.is_oracle(spec):
+        device = resolve_device(spec["training"].get("device", "auto"))
+        save_atomic(
+            {
+                "model_config": {"arch": "oracle"},
+                "step": 0,
+                "sigmas": schedule.sigmas,
+                "wall_s": 0.0,
+                "device": device_description(device),
+            },
+            out_dir / "model.pt",
+        )
+        (out_dir / "train_log.jsonl").write_text("")
+        return {"step": 0, "wall_s": 0.0}
+    torch.manual_seed(int(spec["seed"]))
+    model = st.build_model(spec, dataset, schedule)
+    loss_fn = st.build_loss(spec)
+    settings = st.train_settings(spec)
+    result = train(model, loss_fn, dataset.train, schedule, settings, out_dir)
+    return {"step": result.step, "wall_s": result.wall_s}
+
+
+def load_score_model(spec: dict, model_path, dataset, schedule, *, weights: str = "ema", device="cpu"):
+    """The trained score network of a cell (EMA or raw weights), in eval mode on `device`."""
+    from scorebench.checkpoint import load_checkpoint
+    from scorebench.models import model_from_config
+    from scorebench.models.oracle import OracleScore
+
+    ckpt = load_checkpoint(model_path, expect_keys=("model_config",))
+    config = ckpt["model_config"]
+    if config.get("arch") == "oracle":
+        model = OracleScore(dataset.distribution)
+    else:
+        model = model_from_config(config)
+        key = "ema" if weights == "ema" and ckpt.get("ema") is not None else "model"
+        try:
+            model.load_state_dict(ckpt[key])
+        except (RuntimeError, KeyError) as exc:
+            raise ScorebenchError(f"checkpoint {model_path}: does not fit its model config ({exc})") from None
+    return model.to(device).eval(), ckpt
+
+
+# ---------------------------------------------------------------------- sample
+
+
+def initial_points(dataset, n: int, *, kind: str, sigma_max: float, generator, device):
+    """Where chains start: N(0, σ_1²) for pc (the VE SDE prior); else uniform over [0, 1] for images
+    (NCSN) and over the training data's bounding box (+20 % margin) for toys."""
+    from scorebench.sampling import initial_samples
+
+    if kind == "pc" and sigma_max > 0:
+        return initial_samples(dataset.shape, n, "gaussian", sigma=sigma_max, generator=generator, device=device)
+    u = initial_samples(dataset.shape, n, "uniform", generator=generator, device=device)
+    if dataset.kind == "image":
+        return u
+    lo = dataset.train.min(0).values.to(device)
+    hi = dataset.train.max(0).values.to(device)
+    pad = 0.2 * (hi - lo)
+    return (lo - pad) + (hi - lo + 2 * pad) * u
+
+
+def sample_job(spec: dict, model_path, out_path) -> dict:
+    """Draw `sampling.n_samples` samples for one cell and sampler into an .npz (samples in data units)."""
+    import numpy as np
+    import torch
+
+    from scorebench.device import device_description, resolve_device
+    from scorebench.sampling import get_sampler
+
+    device = resolve_device(spec["training"].get("device", "auto"))
+    dataset = st.build_dataset(spec)
+    schedule = st.build_schedule(spec, dataset)
+    sampling, sampler = spec["sampling"], spec["sampler"]
+    model, _ = load_score_model(spec, model_path, dataset, schedule, weights=sampling["weights"], device=device)
+    run = get_sampler(sampler["kind"])
+    eps = st.step_size(sampler, schedule)
+    sigmas = schedule.sigmas.to(device=device, dtype=torch.float32)
+    g = torch.Generator(device).manual_seed(derive_seed(spec["seed"], "sample", sampler["name"]))
+
+    def score_fn(x, s):
+        return model(x, s)
+
+    n, batch = int(sampling["n_samples"]), int(sampling["batch_size"])
+    opts = {"snr": sampler["snr"]} if sampler["kind"] == "pc" else {}
+    chunks, nfe, snaps = [], 0, []
+    t0 = time.perf_counter()
+    for start in range(0, n, batch):
+        m = min(batch, n - start)
+        x0 = initial_points(dataset, m, kind=sampler["kind"], sigma_max=float(sigmas[0]), generator=g, device=device)
+        every = 0
+        if start == 0 and sampling.get("snapshots", 0) > 0:
+            total = schedule.levels * max(1, sampler["n_steps"])
+            every = max(1, total // int(sampling["snapshots"]))
+        out = run(
+            score_fn, x0, sigmas, n_steps=sampler["n_steps"], step_size=eps, generator=g,
+            snapshot_every=every, denoise=sampler["denoise"], **opts,
+        )  # fmt: skip
+        chunks.append(out.samples.float().cpu())
+        nfe = out.nfe
+        if start == 0:
+            snaps = out.snapshots
+        log.info("sampled %d/%d", start + m, n)
+    wall = time.perf_counter() - t0
+    samples = torch.cat(chunks).numpy()
+    finite = np.isfinite(samples).all(axis=tuple(range(1, samples.ndim)))
+    meta = {
+        "nfe": int(nfe), "step_size": eps, "wall_s": wall, "n_samples": n, "n_nonfinite": int((~finite).sum()),
+        "device": device_description(device),
+    }  # fmt: skip
+    arrays = {"samples": samples, "meta": np.array(json.dumps(meta))}
+    if snaps:
+        arrays["snapshots"] = np.stack([s[2][:256].float().numpy() for s in snaps])
+        arrays["snapshot_level"] = np.array([s[0] for s in snaps])
+        arrays["snapshot_step"] = np.array([s[1] for s in snaps])
+    write_npz(out_path, **arrays)
+    return meta
+
+
+def read_samples(path):
+    import numpy as np
+
+    try:
+        with np.load(path) as z:
+            return z["samples"], json.loads(str(z["meta"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ScorebenchError(f"samples file {path} is unreadable ({exc}); delete it to resample") from None
+
+
+# ---------------------------------------------------------------------- evaluate
+
+
+def evaluate_samples_job(spec: dict, samples_path, out_path, reference_dir=None) -> None:
+    """Sample-quality metrics of one cell × sampler as tidy rows (toys: MMD/SWD/modes; images: torch-fidelity)."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    samples, meta = read_samples(samples_path)
+    dataset = st.build_dataset(spec)
+    t0 = time.perf_counter()
+    x = torch.from_numpy(samples)
+    ok = torch.isfinite(x.reshape(len(x), -1)).all(1)
+    rows = [
+        {"metric": "nfe", "value": float(meta["nfe"])},
+        {"metric": "sample_wall_s", "value": float(meta["wall_s"])},
+        {"metric": "nonfinite_fraction", "value": float((~ok).float().mean())},
+    ]
+    x = x[ok]
+    g = torch.Generator().manual_seed(derive_seed(spec["seed"], "evaluate", spec["sampler"]["name"]))
+    if dataset.kind == "toy":
+        from scorebench.metrics.toy import toy_sample_metrics
+
+        rows += toy_sample_metrics(x, dataset, generator=g)
+    else:
+        from scorebench.metrics.fidelity import fidelity_metrics_for_reference
+
+        rows += fidelity_metrics_for_reference(x.clamp(0, 1), reference_dir, spec["evaluation"])
+    for r in rows:
+        r.setdefault("region", "")
+        r.setdefault("bin", -1)
+        r.setdefault("sigma", np.nan)
+    extra = {
+        **provenance(meta.get("device")),
+        "eval_wall_s": time.perf_counter() - t0,
+        "n_samples_used": int(ok.sum()),
+    }
+    write_table(pd.DataFrame(tidy_rows(rows, spec, extra)), out_path)
+
+
+def score_error_job(spec: dict, model_path, out_path) -> None:
+    """Score error per σ level and per density bin of one cell, as tidy rows."""
+    import pandas as pd
+    import torch
+
+    from scorebench.device import device_description, resolve_device
+    from scorebench.metrics.score_error import score_error_rows
+
+    device = resolve_device(spec["training"].get("device", "auto"))
+    dataset = st.build_dataset(spec)
+    schedule = st.build_schedule(spec, dataset)
+    model, ckpt = load_score_model(spec, model_path, dataset, schedule, weights=spec["weights"], device=device)
+    ev = spec["evaluation"]
+    noiseless = bool(schedule.sigmas[-1] == 0)
+    sigmas = [float(s) for s in (ev["noiseless_sigmas"] if noiseless else schedule.sigmas.tolist())]
+    if dataset.kind == "image":
+        sigmas = [s for s in sigmas if s > 0]  # the empirical score exists only for σ > 0
+    g = torch.Generator().manual_seed(derive_seed(spec["seed"], "score_error"))
+    t0 = time.perf_counter()
+    model_sigmas = [0.0] * len(sigmas) if noiseless else None  # a noiseless model only knows σ = 0
+
+    def score_fn(x, s):
+        with torch.no_grad():
+            out = model(x.to(device, torch.float32), s.to(device, torch.float32))
+        return out.to(x.device, x.dtype)
+
+    rows = score_error_rows(
+        score_fn, dataset, sigmas, n_points=ev["n_points"], n_bins=ev["n_bins"], grid_size=ev["grid_size"],
+        generator=g, model_sigmas=model_sigmas,
+    )  # fmt: skip
+    extra = {
+        **provenance(device_description(device)),
+        "eval_wall_s": time.perf_counter() - t0,
+        "train_wall_s": float(ckpt.get("wall_s", float("nan"))),
+        "train_steps": int(ckpt.get("step", 0)),
+        "train_device": json.dumps(ckpt.get("device", {}), sort_keys=True, default=str),
+    }
+    write_table(pd.DataFrame(tidy_rows(rows, spec, extra)), out_path)
+
+
+def reference_job(spec: dict, out_dir) -> None:
+    """Per-dataset reference statistics for FID/KID/PR (and the feature network they use)."""
+    from scorebench.metrics.fidelity import prepare_reference
+
+    dataset = st.build_dataset(spec)
+    info = prepare_reference(dataset, spec["fid"], out_dir, seed=derive_seed(0, "reference", spec["dataset"]["name"]))
+    write_json(Path(out_dir) / "reference.json", info)

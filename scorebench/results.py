@@ -1,0 +1,154 @@
+"""Tidy result rows, their provenance, and atomic writes of every output file.
+
+Every row of a study's table carries the settings that produced it (each grid parameter a column
+prefixed by its owner: dataset_, schedule_, objective_, model_, training_, sampler_, sampling_,
+evaluation_) and where it was made (git commit, package versions, device), so a number can be
+traced and a figure is only ever a query over one table (benchopt's habit).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+
+KEY_COLUMNS = ["study", "dataset", "schedule", "objective", "seed", "sampler", "metric", "sigma", "region", "bin"]
+PACKAGES = ("scorebench", "torch", "torchvision", "torch-fidelity", "numpy", "snakemake")
+
+
+@contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; move it into place only if the block succeeds.
+
+    A killed job therefore never leaves a half-written output that Snakemake would take as done.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_table(df, path) -> None:
+    """Write a DataFrame as parquet (or csv by suffix), atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            df.to_parquet(tmp, index=False)
+
+
+def write_npz(path, **arrays) -> None:
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+
+def flatten(prefix: str, settings: dict) -> dict:
+    """{"kind": "geometric", "levels": 10} -> {"schedule_kind": "geometric", "schedule_levels": 10}.
+
+    Nested dicts flatten with underscores; lists become JSON text so the column stays scalar.
+    """
+    out = {}
+    for key, value in settings.items():
+        name = f"{prefix}_{key}"
+        if isinstance(value, dict):
+            out.update(flatten(name, value))
+        elif isinstance(value, (list, tuple)):
+            out[name] = json.dumps(list(value))
+        else:
+            out[name] = value
+    return out
+
+
+def spec_columns(spec: dict) -> dict:
+    """The parameter columns of a job spec: identity columns plus every setting, prefixed by its owner."""
+    cols = {
+        "study": spec["study"],
+        "cell": spec["cell"],
+        "dataset": spec["dataset"]["name"],
+        "schedule": spec["schedule"]["name"],
+        "objective": spec["objective"]["name"],
+        "seed": int(spec["seed"]),
+        "sampler": spec.get("sampler", {}).get("name", ""),
+    }
+    for owner in ("dataset", "schedule", "objective", "model", "training", "sampler", "sampling", "evaluation"):
+        if owner in spec:
+            cols.update(flatten(owner, {k: v for k, v in spec[owner].items() if k != "name"}))
+    if "weights" in spec:
+        cols["evaluation_weights"] = spec["weights"]
+    return cols
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    """The workflow's git commit (with '+dirty' for uncommitted changes), or 'unknown' outside git."""
+    here = Path(__file__).resolve().parent
+    for cwd in (Path.cwd(), here):
+        try:
+            sha = subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            if sha:
+                dirty = subprocess.run(
+                    ["git", "status", "--porcelain", "--untracked-files=no"],
+                    cwd=cwd, capture_output=True, text=True, timeout=10,
+                ).stdout.strip()  # fmt: skip
+                return sha + ("+dirty" if dirty else "")
+        except (OSError, subprocess.SubprocessError):
+            continue
+    return "unknown"
+
+
+@functools.lru_cache(maxsize=1)
+def package_versions() -> dict:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def provenance(device: dict | None = None) -> dict:
+    """Columns saying where a row was made: commit, versions, host, device."""
+    cols = {"git_commit": git_commit(), "python": platform.python_version(), "host": platform.node()}
+    cols.update({f"version_{k.replace('-', '_')}": v for k, v in package_versions().items()})
+    for k, v in (device or {}).items():
+        cols[f"device_{k}"] = v
+    return cols
+
+
+def tidy_rows(metric_rows: list[dict], spec: dict, extra: dict | None = None) -> list[dict]:
+    """Attach the spec's parameter columns and `extra` (provenance, timings) to each metric row."""
+    base = {**spec_columns(spec), **(extra or {})}
+    rows = []
+    for r in metric_rows:
+        row = dict(base)
+        row.update(r)
+        rows.append(row)
+    return rows

@@ -1,0 +1,330 @@
+"""The only reader of a study config: schema check, the grid of cells, and per-cell specs.
+
+A *study* is a config; a *cell* is one (dataset, schedule, objective, seed). The workflow asks this
+module for the cells, for the spec of each job (a plain, JSON-able dict holding exactly the
+settings that job depends on, so Snakemake reruns a job only when its own spec changes), and the
+command line turns a spec back into components (dataset, schedule, loss, model). Below this
+module nothing reads config dicts.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from scorebench.errors import ScorebenchError
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
+
+# Data dimension of each registry dataset where it is known before loading (to refuse cells early).
+KNOWN_DIMS = {
+    "gmm_2mode": 2, "gmm_ring8": 2, "gmm_grid25": 2, "swiss_roll": 2, "moons": 2,
+    "digits": 64, "mnist": 784, "fashion_mnist": 784, "cifar10": 3072,
+}  # fmt: skip
+TOY_KINDS = ("gmm_2mode", "gmm_ring8", "gmm_grid25", "swiss_roll", "moons")
+EXACT_MAX_DIM = 128  # default of the exact objective's `max_dim`
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One grid point; its fields are the path wildcards."""
+
+    dataset: str
+    schedule: str
+    objective: str
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.dataset}/{self.schedule}/{self.objective}/seed{self.seed}"
+
+
+def validate_config(config: dict) -> dict:
+    """Check a config against the schema and fill its defaults (in place, like Snakemake's validate).
+
+    Raises ScorebenchError with the first violation on one line, naming the key path.
+    """
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    base = jsonschema.validators.validator_for(schema)
+
+    def set_defaults(validator, properties, instance, sub):
+        if isinstance(instance, dict):
+            for prop, sub_schema in properties.items():
+                if "default" in sub_schema:
+                    instance.setdefault(prop, copy.deepcopy(sub_schema["default"]))
+        yield from base.VALIDATORS["properties"](validator, properties, instance, sub)
+
+    validator_cls = jsonschema.validators.extend(base, {"properties": set_defaults})
+    errors = sorted(validator_cls(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise ScorebenchError(f"config {where}: {err.message}")
+    return config
+
+
+def load_config(path) -> dict:
+    """Read a YAML study config and validate it."""
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise ScorebenchError(f"config file {p} does not exist")
+    try:
+        config = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ScorebenchError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return validate_config(config)
+
+
+def _merge(base: dict, override: dict | None) -> dict:
+    out = copy.deepcopy(base)
+    out.update(copy.deepcopy(override or {}))
+    return out
+
+
+class Study:
+    """A validated config seen as a grid of cells with per-job specs."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.name = config["study"]
+        self.results_dir = config.get("results_dir", "results")
+        self._check_presets()
+        self.cells = self._grid()
+        if not self.cells:
+            raise ScorebenchError("config exclude: every cell of the grid is excluded; nothing to run")
+
+    # ------------------------------------------------------------------ grid
+
+    def _excluded(self, cell: Cell) -> bool:
+        for rule in self.config.get("exclude", []):
+            if all(getattr(cell, k) == v for k, v in rule.items()):
+                return True
+        return False
+
+    def _grid(self) -> list[Cell]:
+        c = self.config
+        cells, refused = [], []
+        for d, s, o, seed in itertools.product(c["datasets"], c["schedules"], c["objectives"], c["seeds"]):
+            cell = Cell(d, s, o, int(seed))
+            if self._excluded(cell):
+                continue
+            why = self.impossible(cell)
+            if why:
+                refused.append(f"{d}/{s}/{o}: {why}")
+            else:
+                cells.append(cell)
+        if refused:
+            unique = sorted(set(refused))
+            raise ScorebenchError(
+                "config: impossible cells (list them under `exclude:` to skip them): " + "; ".join(unique)
+            )
+        return sorted(cells)
+
+    def impossible(self, cell: Cell) -> str | None:
+        """Why a cell cannot run, or None. Checked when the config is read, before any job."""
+        ds = self.config["datasets"][cell.dataset]
+        sch = self.config["schedules"][cell.schedule]
+        obj = self.config["objectives"][cell.objective]
+        model = self.model_settings(cell.dataset)
+        if obj["kind"] == "dsm" and sch["kind"] == "none":
+            return "denoising score matching needs noise, but schedule kind is `none`"
+        if obj["kind"] == "exact":
+            dim = self._dim(ds)
+            limit = obj.get("max_dim", EXACT_MAX_DIM)
+            if dim is not None and dim > limit:
+                return f"exact score matching on {dim} dimensions exceeds max_dim {limit} (use `sliced`)"
+        if obj["kind"] == "oracle" and ds["kind"] not in TOY_KINDS and sch["kind"] == "none":
+            return "the oracle of an image dataset (its empirical score) exists only for σ > 0"
+        if model.get("scale_by_sigma") and sch["kind"] == "none":
+            return "model scale_by_sigma divides by σ, but schedule kind is `none`"
+        if model["arch"] == "unet" and ds["kind"] in TOY_KINDS:
+            return "model arch unet needs images, but the dataset is a 2-D toy"
+        return None
+
+    @staticmethod
+    def _dim(ds: dict) -> int | None:
+        if ds["kind"] == "celeba":
+            size = ds.get("options", {}).get("image_size", 32)
+            return 3 * size * size
+        return KNOWN_DIMS.get(ds["kind"])
+
+    def _check_presets(self) -> None:
+        c = self.config
+        for name, sch in c["schedules"].items():
+            kind = sch["kind"]
+            need = {"single": ["sigma"], "geometric": ["sigma_max", "sigma_min", "levels"],
+                    "linear": ["sigma_max", "sigma_min", "levels"], "explicit": ["sigmas"]}.get(kind, [])  # fmt: skip
+            for key in need:
+                if key not in sch:
+                    raise ScorebenchError(f"config schedules/{name}/{key}: required for kind {kind!r}")
+            if kind in ("geometric", "linear") and not sch["sigma_max"] > sch["sigma_min"]:
+                raise ScorebenchError(
+                    f"config schedules/{name}: sigma_max ({sch['sigma_max']}) must be larger than "
+                    f"sigma_min ({sch['sigma_min']})"
+                )
+            if kind == "explicit":
+                s = sch["sigmas"]
+                if not s or any(v <= 0 for v in s) or any(b >= a for a, b in zip(s, s[1:])):
+                    raise ScorebenchError(
+                        f"config schedules/{name}/sigmas: must be positive and strictly decreasing, got {s}"
+                    )
+        for i, rule in enumerate(c.get("exclude", [])):
+            for key, table in (("dataset", "datasets"), ("schedule", "schedules"), ("objective", "objectives")):
+                if key in rule and rule[key] not in c[table]:
+                    raise ScorebenchError(f"config exclude/{i}/{key}: {rule[key]!r} is not a preset in `{table}`")
+
+    # ------------------------------------------------------------------ settings per dataset
+
+    def is_toy(self, dataset: str) -> bool:
+        return self.config["datasets"][dataset]["kind"] in TOY_KINDS
+
+    def model_settings(self, dataset: str) -> dict:
+        ds = self.config["datasets"][dataset]
+        base = self.config["model"]["toy" if ds["kind"] in TOY_KINDS else "image"]
+        return _merge(base, ds.get("model"))
+
+    def training_settings(self, dataset: str) -> dict:
+        return _merge(self.config["training"], self.config["datasets"][dataset].get("training"))
+
+    @property
+    def samplers(self) -> list[str]:
+        return sorted(self.config["sampling"]["samplers"])
+
+    @property
+    def image_datasets(self) -> list[str]:
+        return sorted(d for d in self.config["datasets"] if not self.is_toy(d))
+
+    # ------------------------------------------------------------------ job specs
+
+    def dataset_spec(self, dataset: str) -> dict:
+        ds = self.config["datasets"][dataset]
+        options = dict(ds.get("options", {}))
+        if ds["kind"] not in TOY_KINDS:
+            options.setdefault("root", self.config.get("data_dir", "data"))
+        return {"name": dataset, "kind": ds["kind"], "options": options}
+
+    def train_spec(self, cell: Cell) -> dict:
+        """Everything the training job of a cell depends on (and nothing else)."""
+        return {
+            "study": self.name,
+            "cell": cell.id,
+            "seed": cell.seed,
+            "dataset": self.dataset_spec(cell.dataset),
+            "schedule": {"name": cell.schedule, **self.config["schedules"][cell.schedule]},
+            "objective": {"name": cell.objective, **self.config["objectives"][cell.objective]},
+            "model": self.model_settings(cell.dataset),
+            "training": self.training_settings(cell.dataset),
+        }
+
+    def sample_spec(self, cell: Cell, sampler: str) -> dict:
+        s = self.config["sampling"]
+        return {
+            **self.train_spec(cell),
+            "sampler": {"name": sampler, **s["samplers"][sampler]},
+            "sampling": {k: s[k] for k in ("n_samples", "weights", "batch_size", "snapshots")},
+        }
+
+    def eval_spec(self, cell: Cell, sampler: str | None = None) -> dict:
+        """Spec of an evaluation job: the sample spec (or train spec for score error) plus evaluation settings."""
+        base = self.sample_spec(cell, sampler) if sampler else self.train_spec(cell)
+        ev = self.config["evaluation"]
+        return {
+            **base,
+            "weights": self.config["sampling"]["weights"],
+            "evaluation": ev["fid"] if sampler else ev["score_error"],
+        }
+
+    def reference_spec(self, dataset: str) -> dict:
+        return {"study": self.name, "dataset": self.dataset_spec(dataset), "fid": self.config["evaluation"]["fid"]}
+
+
+def spec_json(spec: dict) -> str:
+    """Canonical JSON of a spec: the string Snakemake compares to decide on reruns."""
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+
+def parse_spec(text: str) -> dict:
+    """A spec from its JSON text or from `@path` to a JSON file."""
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ScorebenchError(f"--spec: not valid JSON ({exc})") from None
+
+
+# ---------------------------------------------------------------------- components from specs
+
+
+def build_dataset(spec: dict):
+    from scorebench.data import load_dataset
+
+    ds = spec["dataset"]
+    return load_dataset(ds["kind"], **ds.get("options", {}))
+
+
+def build_schedule(spec: dict, dataset=None):
+    from scorebench.noise import make_schedule
+
+    sch = {k: v for k, v in spec["schedule"].items() if k != "name"}
+    kind = sch.pop("kind")
+    if kind == "ncsnv2":
+        sch["data"] = dataset.train
+        sampler = spec.get("sampler") or {}
+        sch["steps_per_level"] = sampler.get("n_steps", 100) or 1
+    return make_schedule(kind, **sch)
+
+
+def build_loss(spec: dict):
+    from scorebench.losses import make_loss
+
+    opts = {k: v for k, v in spec["objective"].items() if k not in ("name", "kind")}
+    return make_loss(spec["objective"]["kind"], **opts)
+
+
+def is_oracle(spec: dict) -> bool:
+    return spec["objective"]["kind"] == "oracle"
+
+
+def build_model(spec: dict, dataset, schedule):
+    from scorebench.models import build_model as _build
+    from scorebench.models.oracle import OracleScore
+
+    if is_oracle(spec):
+        return OracleScore(dataset.distribution)
+    m = dict(spec["model"])
+    arch, preset = m.pop("arch"), m.pop("preset")
+    return _build(arch, shape=dataset.shape, sigmas=schedule.sigmas, preset=preset, **m)
+
+
+def train_settings(spec: dict):
+    from scorebench.train import TrainSettings
+
+    return TrainSettings(seed=int(spec["seed"]), **spec["training"])
+
+
+def step_size(sampler: dict, schedule) -> float:
+    """ε of a sampler preset: explicit, else the schedule's own rule (ncsnv2), else step_ratio·σ_L²."""
+    if sampler.get("step_size") is not None:
+        return float(sampler["step_size"])
+    if schedule.step_size is not None:
+        return float(schedule.step_size)
+    sigma_min = float(schedule.sigmas[-1])
+    if sigma_min == 0:
+        return float(sampler.get("noiseless_step_size", 0.01))
+    return float(sampler.get("step_ratio", 0.1)) * sigma_min**2
+
+
+def finite_or_error(name: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise ScorebenchError(f"{name}: must be finite, got {value}")
+    return value

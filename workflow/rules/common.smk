@@ -1,0 +1,100 @@
+# Validation first, then the grid. Only this file reads `config`; it asks scorebench.study for
+# cells and job specs. A spec is passed to its rule as a `params:` value, so Snakemake reruns a
+# job exactly when the settings it depends on change.
+import sys
+
+from snakemake.utils import validate
+
+from scorebench.errors import ScorebenchError
+from scorebench.study import Cell, Study, spec_json
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+try:
+    STUDY = Study(config)
+except ScorebenchError as exc:
+    sys.exit(f"scorebench: error: {exc}")
+
+R = f"{STUDY.results_dir}/{STUDY.name}"
+CELL = R + "/{dataset}/{schedule}/{objective}/seed{seed}"
+LOGS = R + "/logs"
+
+
+wildcard_constraints:
+    dataset="|".join(sorted(config["datasets"])),
+    schedule="|".join(sorted(config["schedules"])),
+    objective="|".join(sorted(config["objectives"])),
+    sampler="|".join(STUDY.samplers),
+    seed=r"\d+",
+
+
+def cell_of(wildcards):
+    return Cell(wildcards.dataset, wildcards.schedule, wildcards.objective, int(wildcards.seed))
+
+
+def cell_paths(pattern, **extra):
+    """`pattern` (with {dataset}... wildcards) filled for every cell of the grid."""
+    return [
+        pattern.format(dataset=c.dataset, schedule=c.schedule, objective=c.objective, seed=c.seed, **extra)
+        for c in STUDY.cells
+    ]
+
+
+def get_train_spec(wildcards):
+    return spec_json(STUDY.train_spec(cell_of(wildcards)))
+
+
+def get_sample_spec(wildcards):
+    return spec_json(STUDY.sample_spec(cell_of(wildcards), wildcards.sampler))
+
+
+def get_evaluate_spec(wildcards):
+    return spec_json(STUDY.eval_spec(cell_of(wildcards), wildcards.sampler))
+
+
+def get_score_error_spec(wildcards):
+    return spec_json(STUDY.eval_spec(cell_of(wildcards)))
+
+
+def get_reference_spec(wildcards):
+    return spec_json(STUDY.reference_spec(wildcards.dataset))
+
+
+def get_reference(wildcards):
+    """Image datasets are scored against their reference statistics; toys need none."""
+    if STUDY.is_toy(wildcards.dataset):
+        return []
+    return R + f"/reference/{wildcards.dataset}/reference.json"
+
+
+def get_metric_tables(wildcards=None):
+    tables = cell_paths(CELL + "/metrics/score_error.parquet")
+    for sampler in STUDY.samplers:
+        tables += cell_paths(CELL + "/metrics/{sampler}.parquet", sampler=sampler)
+    return tables
+
+
+def get_train_logs(wildcards=None):
+    return cell_paths(CELL + "/train_log.jsonl")
+
+
+def get_sample_files(wildcards=None):
+    return [p for s in STUDY.samplers for p in cell_paths(CELL + "/samples/{sampler}.npz", sampler=s)]
+
+
+FIGURES = [
+    "score_error_vs_sigma",
+    "score_error_by_density",
+    "sample_quality",
+    "metric_vs_levels",
+    "training_curves",
+    "samples",
+]
+
+
+def get_final_output():
+    return [
+        R + "/metrics.parquet",
+        R + "/tables/summary.md",
+        *[R + f"/figures/{name}.png" for name in FIGURES],
+    ]
