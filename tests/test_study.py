@@ -1,0 +1,104 @@
+"""The study layer: schema errors name the bad key, impossible cells are refused by name, and a
+job's spec changes only when a setting it depends on changes (what makes Snakemake rerun it)."""
+
+import copy
+
+import pytest
+import yaml
+
+from scorebench.errors import ScorebenchError
+from scorebench.study import Cell, Study, load_config, spec_json, validate_config
+
+BASE = {
+    "study": "s",
+    "datasets": {"mix": {"kind": "gmm_2mode"}, "digits": {"kind": "digits"}},
+    "schedules": {"none": {"kind": "none"}, "geom": {"kind": "geometric", "sigma_max": 1, "sigma_min": 0.1, "levels": 3}},
+    "objectives": {"ssm": {"kind": "sliced"}, "dsm": {"kind": "dsm"}},
+    "exclude": [{"schedule": "none", "objective": "dsm"}],
+}
+
+
+def study(**changes):
+    cfg = copy.deepcopy(BASE)
+    cfg.update(changes)
+    return Study(validate_config(cfg))
+
+
+def test_defaults_are_filled_and_grid_is_the_product_minus_excludes():
+    s = study()
+    assert s.config["seeds"] == [0]
+    assert s.config["sampling"]["samplers"]["annealed"]["kind"] == "annealed_langevin"
+    assert len(s.cells) == 2 * 2 * 2 - 2
+    assert Cell("mix", "none", "dsm", 0) not in s.cells
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ({"datsets": {}}, "datsets"),  # typo'd top-level key
+        ({"datasets": {"x": {"kind": "imagenet"}}}, "imagenet"),  # unknown dataset
+        ({"schedules": {"g": {"kind": "geometric", "sigma_max": 1, "sigma_min": 0.1, "levls": 3}}}, "levls"),
+        ({"objectives": {"o": {"kind": "sliced", "n_projections": 0}}}, "n_projections"),
+    ],
+)
+def test_schema_errors_name_the_key(change, needle):
+    cfg = copy.deepcopy(BASE)
+    cfg.update(change)
+    with pytest.raises(ScorebenchError) as e:
+        validate_config(cfg)
+    assert needle in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_non_decreasing_sigma_lists_are_refused():
+    with pytest.raises(ScorebenchError, match="schedules/bad/sigmas"):
+        study(schedules={"bad": {"kind": "explicit", "sigmas": [0.1, 1.0]}})
+    with pytest.raises(ScorebenchError, match="sigma_max"):
+        study(schedules={"bad": {"kind": "geometric", "sigma_max": 0.1, "sigma_min": 1.0, "levels": 3}})
+
+
+def test_impossible_cells_are_refused_with_their_names():
+    with pytest.raises(ScorebenchError, match=r"mix/none/dsm: denoising"):
+        study(exclude=[])
+    with pytest.raises(ScorebenchError, match=r"digits/geom/ex: exact score matching on 64"):
+        study(objectives={"ex": {"kind": "exact", "max_dim": 10}}, exclude=[])
+
+
+def test_specs_change_only_with_their_own_settings():
+    a = study()
+    b = study(schedules={**BASE["schedules"], "geom": {**BASE["schedules"]["geom"], "levels": 5}})
+    for cell in a.cells:
+        same = spec_json(a.train_spec(cell)) == spec_json(b.train_spec(cell))
+        assert same == (cell.schedule != "geom"), cell
+    # a sampler setting leaves every training spec alone but changes sample specs
+    c = study(sampling={"samplers": {"annealed": {"kind": "annealed_langevin", "n_steps": 7}}})
+    for cell in a.cells:
+        assert spec_json(a.train_spec(cell)) == spec_json(c.train_spec(cell))
+        assert spec_json(a.sample_spec(cell, "annealed")) != spec_json(c.sample_spec(cell, "annealed"))
+
+
+def test_per_dataset_overrides_merge_onto_defaults():
+    s = study(training={"steps": 100, "lr": 0.01}, datasets={"mix": {"kind": "gmm_2mode", "training": {"steps": 7}}})
+    assert s.training_settings("mix")["steps"] == 7 and s.training_settings("mix")["lr"] == 0.01
+    assert s.model_settings("mix")["arch"] == "mlp"
+
+
+def test_shipped_configs_validate(tmp_path):
+    for path in ["config/config.yaml", ".test/config/config.yaml"]:
+        Study(load_config(path))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**BASE, "seeds": "zero"}))
+    with pytest.raises(ScorebenchError, match="seeds"):
+        load_config(bad)
+
+
+def test_training_defaults_match_the_trainer():
+    import dataclasses
+
+    from scorebench.study import TRAINING_DEFAULTS
+    from scorebench.train import TrainSettings
+
+    fields = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
+    for key, value in TRAINING_DEFAULTS.items():
+        if fields[key] is not dataclasses.MISSING:
+            assert fields[key] == value, key

@@ -1,0 +1,113 @@
+"""End to end: the tiny test study (.test/config/config.yaml) through real `snakemake` runs.
+
+One module-scoped run in a temporary folder feeds every test: the table's shape and provenance,
+a no-op rerun, a one-preset edit that reruns only its cells, and config errors that stop the
+workflow before any job starts.
+"""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = ROOT / "Snakefile"
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir: Path, *args, check=True):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+    if check and proc.returncode != 0:
+        logs = "\n".join(f"--- {p}\n{p.read_text()[-2000:]}" for p in (workdir / "results").rglob("*.log"))
+        raise AssertionError(f"snakemake failed:\n{proc.stderr[-4000:]}\n{logs[-6000:]}")
+    return proc
+
+
+def job_counts(dry_run_output: str) -> dict:
+    """Rule -> job count from Snakemake's 'Job stats' table."""
+    table = dry_run_output.split("Job stats:")[-1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    work = tmp_path_factory.mktemp("study")
+    (work / "config").mkdir()
+    shutil.copy(ROOT / ".test" / "config" / "config.yaml", work / "config" / "config.yaml")
+    snakemake(work, "--cores", "2")
+    return work
+
+
+def test_table_is_tidy_with_provenance(study):
+    import pandas as pd
+
+    config = yaml.safe_load((study / "config" / "config.yaml").read_text())
+    df = pd.read_parquet(study / "results" / "test" / "metrics.parquet")
+    for col in ["study", "dataset", "schedule", "objective", "seed", "sampler", "metric", "value", "sigma",
+                "schedule_kind", "schedule_weighting", "objective_kind", "model_arch", "training_steps",
+                "git_commit", "version_torch", "device_type"]:  # fmt: skip
+        assert col in df.columns, col
+    for col in ["study", "cell", "seed", "metric"]:
+        assert df[col].notna().all(), col
+    cells = df["cell"].unique()
+    assert len(cells) == 2 * 2 * 2 - 2  # 2 datasets × 2 schedules × 2 objectives, minus dsm without noise
+    # one score-error row per cell × σ × metric for region "all"
+    se = df[(df["metric"] == "score_error") & (df["region"] == "all")]
+    noiseless = config["evaluation"]["score_error"]["noiseless_sigmas"]
+    for cell, rows in se.groupby("cell"):
+        dataset, schedule = cell.split("/")[:2]
+        if schedule == "geom":
+            expected = 3
+        else:  # the empirical image score exists only for σ > 0
+            expected = len(noiseless) if dataset == "mix" else len([s for s in noiseless if s > 0])
+        assert len(rows) == expected, cell
+    # sample-quality rows: one per cell × sampler × metric
+    sq = df[df["sampler"] == "annealed"]
+    assert set(sq[sq["dataset"] == "mix"]["metric"]) >= {"mmd_rbf", "sliced_wasserstein", "mode_weight_error"}
+    assert set(sq[sq["dataset"] == "digits"]["metric"]) >= {"fid", "kid_mean", "precision", "recall"}
+    assert not sq.duplicated(["cell", "sampler", "metric"]).any()
+    assert (study / "results" / "test" / "tables" / "summary.md").read_text().count("|") > 10
+    for name in ["score_error_vs_sigma", "samples", "training_curves"]:
+        assert (study / "results" / "test" / "figures" / f"{name}.png").stat().st_size > 5000
+
+
+def test_rerun_is_a_no_op(study):
+    out = snakemake(study, "-n", "--cores", "2")
+    assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_one_preset_edit_reruns_only_its_cells(study, tmp_path):
+    work = tmp_path / "edit"
+    shutil.copytree(study, work, symlinks=True)
+    cfg_path = work / "config" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["schedules"]["geom"]["levels"] = 4
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    out = snakemake(work, "-n", "--cores", "2")
+    counts = job_counts(out.stdout)
+    assert counts.get("train") == 4  # {mix, digits} × geom × {ssm, dsm}; the `none` cells stay
+    assert counts.get("reference_stats", 0) == 0
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (lambda c: c.update(datsets=c.pop("datasets")), "datsets"),
+        (lambda c: c["datasets"].update(bad={"kind": "imagenet"}), "imagenet"),
+        (lambda c: c["schedules"].update(bad={"kind": "explicit", "sigmas": [0.1, 0.5]}), "strictly decreasing"),
+    ],
+)
+def test_bad_config_fails_before_any_job(tmp_path, edit, needle):
+    cfg = yaml.safe_load((ROOT / ".test" / "config" / "config.yaml").read_text())
+    edit(cfg)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake(tmp_path, "--cores", "1", check=False)
+    assert out.returncode != 0
+    assert needle in out.stdout + out.stderr
+    assert not (tmp_path / "results").exists()
