@@ -28,6 +28,19 @@ KNOWN_DIMS = {
 TOY_KINDS = ("gmm_2mode", "gmm_ring8", "gmm_grid25", "swiss_roll", "moons")
 EXACT_MAX_DIM = 128  # default of the exact objective's `max_dim`
 
+# Defaults for the keys a study may leave out. They live here (not in the schema) because the same
+# schema block also describes per-dataset overrides, which must not be filled with defaults; and they
+# are written into every spec, so changing one reruns what depends on it. tests/test_study.py checks
+# that they match the trainer's own dataclass defaults.
+TRAINING_DEFAULTS = {
+    "steps": 2000, "batch_size": 128, "lr": 1e-3, "beta1": 0.9, "ema_decay": 0.999, "grad_clip": 1.0,
+    "warmup": 0, "checkpoint_every": 1000, "log_every": 100, "device": "auto", "amp": "auto",
+}  # fmt: skip
+MODEL_DEFAULTS = {
+    "toy": {"arch": "mlp", "preset": "tiny", "scale_by_sigma": False},
+    "image": {"arch": "unet", "preset": "tiny", "scale_by_sigma": False},
+}
+
 
 @dataclass(frozen=True, order=True)
 class Cell:
@@ -189,11 +202,12 @@ class Study:
 
     def model_settings(self, dataset: str) -> dict:
         ds = self.config["datasets"][dataset]
-        base = self.config["model"]["toy" if ds["kind"] in TOY_KINDS else "image"]
-        return _merge(base, ds.get("model"))
+        kind = "toy" if ds["kind"] in TOY_KINDS else "image"
+        return _merge(_merge(MODEL_DEFAULTS[kind], self.config["model"].get(kind)), ds.get("model"))
 
     def training_settings(self, dataset: str) -> dict:
-        return _merge(self.config["training"], self.config["datasets"][dataset].get("training"))
+        base = _merge(TRAINING_DEFAULTS, self.config["training"])
+        return _merge(base, self.config["datasets"][dataset].get("training"))
 
     @property
     def samplers(self) -> list[str]:
