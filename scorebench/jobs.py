@@ -31,8 +31,6 @@ def derive_seed(seed: int, *names: str) -> int:
 
 def train_job(spec: dict, out_dir) -> dict:
     """Train one cell (or write the oracle's marker) into out_dir/model.pt; resumes a killed run."""
-    import torch
-
     from scorebench.checkpoint import save_atomic
     from scorebench.device import device_description, resolve_device
     from scorebench.train import train
@@ -56,7 +54,6 @@ def train_job(spec: dict, out_dir) -> dict:
         )
         (out_dir / "train_log.jsonl").write_text("")
         return {"step": 0, "wall_s": 0.0}
-    torch.manual_seed(int(spec["seed"]))
     model = st.build_model(spec, dataset, schedule)
     loss_fn = st.build_loss(spec)
     settings = st.train_settings(spec)

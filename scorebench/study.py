@@ -315,9 +315,12 @@ def build_model(spec: dict, dataset, schedule):
 
     if is_oracle(spec):
         return OracleScore(dataset.distribution)
+    import torch
+
     m = dict(spec["model"])
     arch, preset = m.pop("arch"), m.pop("preset")
-    return _build(arch, shape=dataset.shape, sigmas=schedule.sigmas, preset=preset, **m)
+    init = torch.Generator().manual_seed(int(spec["seed"]))  # initial weights follow the cell seed
+    return _build(arch, shape=dataset.shape, sigmas=schedule.sigmas, preset=preset, generator=init, **m)
 
 
 def train_settings(spec: dict):
