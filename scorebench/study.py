@@ -37,8 +37,8 @@ TRAINING_DEFAULTS = {
     "warmup": 0, "checkpoint_every": 1000, "log_every": 100, "device": "auto", "amp": "auto",
 }  # fmt: skip
 MODEL_DEFAULTS = {
-    "toy": {"arch": "mlp", "preset": "tiny", "scale_by_sigma": False},
-    "image": {"arch": "unet", "preset": "tiny", "scale_by_sigma": False},
+    "toy": {"arch": "mlp", "preset": "tiny", "scale_by_sigma": "auto"},
+    "image": {"arch": "unet", "preset": "tiny", "scale_by_sigma": "auto"},
 }
 
 
@@ -157,7 +157,7 @@ class Study:
                 return f"exact score matching on {dim} dimensions exceeds max_dim {limit} (use `sliced`)"
         if obj["kind"] == "oracle" and ds["kind"] not in TOY_KINDS and sch["kind"] == "none":
             return "the oracle of an image dataset (its empirical score) exists only for σ > 0"
-        if model.get("scale_by_sigma") and sch["kind"] == "none":
+        if model.get("scale_by_sigma") is True and sch["kind"] == "none":
             return "model scale_by_sigma divides by σ, but schedule kind is `none`"
         if model["arch"] == "unet" and ds["kind"] in TOY_KINDS:
             return "model arch unet needs images, but the dataset is a 2-D toy"
@@ -205,6 +205,13 @@ class Study:
         kind = "toy" if ds["kind"] in TOY_KINDS else "image"
         return _merge(_merge(MODEL_DEFAULTS[kind], self.config["model"].get(kind)), ds.get("model"))
 
+    def cell_model_settings(self, cell: Cell) -> dict:
+        """Model settings with `scale_by_sigma: auto` resolved: on (NCSNv2's s(x)/σ) wherever σ > 0."""
+        m = self.model_settings(cell.dataset)
+        if m.get("scale_by_sigma") == "auto":
+            m["scale_by_sigma"] = self.config["schedules"][cell.schedule]["kind"] != "none"
+        return m
+
     def training_settings(self, dataset: str) -> dict:
         base = _merge(TRAINING_DEFAULTS, self.config["training"])
         return _merge(base, self.config["datasets"][dataset].get("training"))
@@ -235,7 +242,7 @@ class Study:
             "dataset": self.dataset_spec(cell.dataset),
             "schedule": {"name": cell.schedule, **self.config["schedules"][cell.schedule]},
             "objective": {"name": cell.objective, **self.config["objectives"][cell.objective]},
-            "model": self.model_settings(cell.dataset),
+            "model": self.cell_model_settings(cell),
             "training": self.training_settings(cell.dataset),
         }
 

@@ -1,0 +1,7 @@
+"""Evaluation metrics: sample quality and score accuracy.
+
+Submodules are imported where used, so a toy job never loads torch-fidelity:
+- toy.py: MMD, sliced Wasserstein and mode weights/coverage for 2-D toys;
+- score_error.py: ‖s_θ − ∇log p_σ‖² per σ and per density bin against the exact score;
+- fidelity.py, feature_net.py: FID/KID/IS through torch-fidelity for images.
+"""
