@@ -10,6 +10,17 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+
+
+# Wildcards match only the study's own preset names, so paths never parse ambiguously.
+wildcard_constraints:
+    dataset="|".join(sorted(config["datasets"])),
+    schedule="|".join(sorted(config["schedules"])),
+    objective="|".join(sorted(config["objectives"])),
+    sampler="|".join(STUDY.samplers),
+    seed=r"\d+",
+
+
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/evaluate.smk"
@@ -17,6 +28,6 @@ include: "workflow/rules/aggregate.smk"
 
 
 rule all:
+    default_target: True
     input:
         get_final_output(),
-    default_target: True

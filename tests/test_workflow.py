@@ -111,3 +111,21 @@ def test_bad_config_fails_before_any_job(tmp_path, edit, needle):
     assert out.returncode != 0
     assert needle in out.stdout + out.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_lint_and_format_are_clean():
+    lint = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "-s", str(SNAKEFILE)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert lint.returncode == 0, lint.stdout[-3000:] + lint.stderr[-3000:]
+    files = [str(SNAKEFILE), *map(str, (ROOT / "workflow" / "rules").glob("*.smk"))]
+    fmt = subprocess.run(["snakefmt", "--check", *files], capture_output=True, text=True, timeout=300)
+    assert fmt.returncode == 0, fmt.stderr[-3000:]
+
+
+def test_default_study_dry_run_lists_every_job():
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-s", str(SNAKEFILE)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    counts = job_counts(out.stdout)
+    assert counts["train"] == counts["score_error"] > 0
+    assert counts["sample"] == counts["evaluate"] == 2 * counts["train"]

@@ -3,13 +3,13 @@ rule aggregate:
         tables=get_metric_tables,
         train_logs=get_train_logs,
     output:
-        table=R + "/metrics.parquet",
-        csv=R + "/metrics.csv",
-        curves=R + "/train_curves.parquet",
-        summary=R + "/tables/summary.md",
-        latex=R + "/tables/summary.tex",
+        table=study_path("metrics.parquet"),
+        csv=study_path("metrics.csv"),
+        curves=study_path("train_curves.parquet"),
+        summary=study_path("tables/summary.md"),
+        latex=study_path("tables/summary.tex"),
     log:
-        LOGS + "/aggregate.log",
+        study_path("logs/aggregate.log"),
     conda:
         "../../environment.yml"
     threads: 1
@@ -28,14 +28,39 @@ rule figures:
         curves=rules.aggregate.output.curves,
         samples=get_sample_files,
     output:
-        report(
-            expand(R + "/figures/{name}.png", name=FIGURES),
-            caption="../report/figures.rst",
-            category="Figures",
+        score_error_vs_sigma=report(
+            study_path("figures/score_error_vs_sigma.png"),
+            caption="../report/score_error_vs_sigma.rst",
+            category="Score error",
         ),
-        expand(R + "/figures/{name}.pdf", name=FIGURES),
+        score_error_by_density=report(
+            study_path("figures/score_error_by_density.png"),
+            caption="../report/score_error_by_density.rst",
+            category="Score error",
+        ),
+        sample_quality=report(
+            study_path("figures/sample_quality.png"),
+            caption="../report/sample_quality.rst",
+            category="Sample quality",
+        ),
+        metric_vs_levels=report(
+            study_path("figures/metric_vs_levels.png"),
+            caption="../report/metric_vs_levels.rst",
+            category="Ablations",
+        ),
+        training_curves=report(
+            study_path("figures/training_curves.png"),
+            caption="../report/training_curves.rst",
+            category="Training",
+        ),
+        samples=report(
+            study_path("figures/samples.png"),
+            caption="../report/samples.rst",
+            category="Sample quality",
+        ),
+        pdfs=[study_path(f"figures/{name}.pdf") for name in FIGURES],
     log:
-        LOGS + "/figures.log",
+        study_path("logs/figures.log"),
     conda:
         "../../environment.yml"
     threads: 1
@@ -43,6 +68,6 @@ rule figures:
         mem_mb=4000,
         runtime=30,
     params:
-        out_dir=R + "/figures",
+        out_dir=lambda wildcards, output: os.path.dirname(output.samples),
     shell:
         "scorebench figures --table {input.table} --curves {input.curves} --samples {input.samples} --out-dir {params.out_dir} > {log} 2>&1"

@@ -1,5 +1,5 @@
 # Validation first, then the grid. Only this file reads `config`; it asks scorebench.study for
-# cells and job specs. A spec is passed to its rule as a `params:` value, so Snakemake reruns a
+# cells and job specs. Each job gets its spec as a params value, so Snakemake reruns a
 # job exactly when the settings it depends on change.
 import sys
 
@@ -8,7 +8,6 @@ from snakemake.utils import validate
 from scorebench.errors import ScorebenchError
 from scorebench.study import Cell, Study, spec_json
 
-
 validate(config, schema="../schemas/config.schema.yaml")
 try:
     STUDY = Study(config)
@@ -16,26 +15,43 @@ except ScorebenchError as exc:
     sys.exit(f"scorebench: error: {exc}")
 
 R = f"{STUDY.results_dir}/{STUDY.name}"
-CELL = R + "/{dataset}/{schedule}/{objective}/seed{seed}"
-LOGS = R + "/logs"
+CELL = f"{R}/{{dataset}}/{{schedule}}/{{objective}}/seed{{seed}}"
 
 
-wildcard_constraints:
-    dataset="|".join(sorted(config["datasets"])),
-    schedule="|".join(sorted(config["schedules"])),
-    objective="|".join(sorted(config["objectives"])),
-    sampler="|".join(STUDY.samplers),
-    seed=r"\d+",
+def study_path(name):
+    """results/{study}/name"""
+    return f"{R}/{name}"
+
+
+def cell_path(name):
+    """results/{study}/{dataset}/{schedule}/{objective}/seed{seed}/name (wildcards kept)."""
+    return f"{CELL}/{name}"
+
+
+def job_file(kind, rule, suffix, per_sampler=False):
+    """Log or benchmark file of one job: results/{study}/{kind}/{rule}/{cell}[/{sampler}]{suffix}."""
+    parts = [R, kind, rule, "{dataset}", "{schedule}", "{objective}", "seed{seed}"]
+    if per_sampler:
+        parts.append("{sampler}")
+    return "/".join(parts) + suffix
 
 
 def cell_of(wildcards):
-    return Cell(wildcards.dataset, wildcards.schedule, wildcards.objective, int(wildcards.seed))
+    return Cell(
+        wildcards.dataset, wildcards.schedule, wildcards.objective, int(wildcards.seed)
+    )
 
 
 def cell_paths(pattern, **extra):
     """`pattern` (with {dataset}... wildcards) filled for every cell of the grid."""
     return [
-        pattern.format(dataset=c.dataset, schedule=c.schedule, objective=c.objective, seed=c.seed, **extra)
+        pattern.format(
+            dataset=c.dataset,
+            schedule=c.schedule,
+            objective=c.objective,
+            seed=c.seed,
+            **extra,
+        )
         for c in STUDY.cells
     ]
 
@@ -64,22 +80,26 @@ def get_reference(wildcards):
     """Image datasets are scored against their reference statistics; toys need none."""
     if STUDY.is_toy(wildcards.dataset):
         return []
-    return R + f"/reference/{wildcards.dataset}/reference.json"
+    return study_path(f"reference/{wildcards.dataset}/reference.json")
 
 
 def get_metric_tables(wildcards=None):
-    tables = cell_paths(CELL + "/metrics/score_error.parquet")
+    tables = cell_paths(cell_path("metrics/score_error.parquet"))
     for sampler in STUDY.samplers:
-        tables += cell_paths(CELL + "/metrics/{sampler}.parquet", sampler=sampler)
+        tables += cell_paths(cell_path("metrics/{sampler}.parquet"), sampler=sampler)
     return tables
 
 
 def get_train_logs(wildcards=None):
-    return cell_paths(CELL + "/train_log.jsonl")
+    return cell_paths(cell_path("train_log.jsonl"))
 
 
 def get_sample_files(wildcards=None):
-    return [p for s in STUDY.samplers for p in cell_paths(CELL + "/samples/{sampler}.npz", sampler=s)]
+    return [
+        p
+        for s in STUDY.samplers
+        for p in cell_paths(cell_path("samples/{sampler}.npz"), sampler=s)
+    ]
 
 
 FIGURES = [
@@ -94,7 +114,7 @@ FIGURES = [
 
 def get_final_output():
     return [
-        R + "/metrics.parquet",
-        R + "/tables/summary.md",
-        *[R + f"/figures/{name}.png" for name in FIGURES],
+        study_path("metrics.parquet"),
+        study_path("tables/summary.md"),
+        *[study_path(f"figures/{name}.png") for name in FIGURES],
     ]

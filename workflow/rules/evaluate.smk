@@ -1,10 +1,10 @@
 rule reference_stats:
     output:
-        info=R + "/reference/{dataset}/reference.json",
+        info=study_path("reference/{dataset}/reference.json"),
     log:
-        LOGS + "/reference_stats/{dataset}.log",
+        study_path("logs/reference_stats/{dataset}.log"),
     benchmark:
-        R + "/benchmarks/reference_stats/{dataset}.tsv"
+        study_path("benchmarks/reference_stats/{dataset}.tsv")
     conda:
         "../../environment.yml"
     threads: 1
@@ -23,11 +23,11 @@ rule evaluate:
         samples=rules.sample.output.samples,
         reference=get_reference,
     output:
-        table=CELL + "/metrics/{sampler}.parquet",
+        table=cell_path("metrics/{sampler}.parquet"),
     log:
-        LOGS + "/evaluate/{dataset}/{schedule}/{objective}/seed{seed}/{sampler}.log",
+        job_file("logs", "evaluate", ".log", per_sampler=True),
     benchmark:
-        R + "/benchmarks/evaluate/{dataset}/{schedule}/{objective}/seed{seed}/{sampler}.tsv"
+        job_file("benchmarks", "evaluate", ".tsv", per_sampler=True)
     conda:
         "../../environment.yml"
     threads: 1
@@ -37,7 +37,9 @@ rule evaluate:
     params:
         spec=get_evaluate_spec,
         reference=lambda wildcards, input: (
-            f"--reference {os.path.dirname(input.reference[0])}" if input.reference else ""
+            f"--reference {os.path.dirname(input.reference[0])}"
+            if input.reference
+            else ""
         ),
     shell:
         "OMP_NUM_THREADS={threads} scorebench evaluate --spec {params.spec:q} --samples {input.samples} {params.reference} --out {output.table} > {log} 2>&1"
@@ -47,11 +49,11 @@ rule score_error:
     input:
         model=rules.train.output.model,
     output:
-        table=CELL + "/metrics/score_error.parquet",
+        table=cell_path("metrics/score_error.parquet"),
     log:
-        LOGS + "/score_error/{dataset}/{schedule}/{objective}/seed{seed}.log",
+        job_file("logs", "score_error", ".log"),
     benchmark:
-        R + "/benchmarks/score_error/{dataset}/{schedule}/{objective}/seed{seed}.tsv"
+        job_file("benchmarks", "score_error", ".tsv")
     conda:
         "../../environment.yml"
     threads: 1

@@ -2,11 +2,11 @@ rule sample:
     input:
         model=rules.train.output.model,
     output:
-        samples=CELL + "/samples/{sampler}.npz",
+        samples=cell_path("samples/{sampler}.npz"),
     log:
-        LOGS + "/sample/{dataset}/{schedule}/{objective}/seed{seed}/{sampler}.log",
+        job_file("logs", "sample", ".log", per_sampler=True),
     benchmark:
-        R + "/benchmarks/sample/{dataset}/{schedule}/{objective}/seed{seed}/{sampler}.tsv"
+        job_file("benchmarks", "sample", ".tsv", per_sampler=True)
     conda:
         "../../environment.yml"
     threads: 1

@@ -1,11 +1,11 @@
 rule train:
     output:
-        model=CELL + "/model.pt",
-        log=CELL + "/train_log.jsonl",
+        model=cell_path("model.pt"),
+        log=cell_path("train_log.jsonl"),
     log:
-        LOGS + "/train/{dataset}/{schedule}/{objective}/seed{seed}.log",
+        job_file("logs", "train", ".log"),
     benchmark:
-        R + "/benchmarks/train/{dataset}/{schedule}/{objective}/seed{seed}.tsv"
+        job_file("benchmarks", "train", ".tsv")
     conda:
         "../../environment.yml"
     threads: 1
