@@ -123,7 +123,7 @@ def test_lint_and_format_are_clean():
 
 
 def test_default_study_dry_run_lists_every_job():
-    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-s", str(SNAKEFILE)], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--forceall", "-s", str(SNAKEFILE)], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     counts = job_counts(out.stdout)
