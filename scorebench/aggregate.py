@@ -69,17 +69,30 @@ def read_train_logs(paths) -> "pd.DataFrame":
 
 
 def headline(df) -> "pd.DataFrame":
-    """One value per (cell, sampler, metric): sample metrics as they are, score error at each cell's smallest σ."""
+    """One value per (cell, sampler, metric): sample metrics as they are, and each cell's score error
+    at its smallest σ repeated on every sampler row of that cell (it does not depend on the sampler).
+    Image metrics carry their feature extractor in the name, so numbers from different extractors
+    never share a column."""
     import pandas as pd
 
-    parts = []
-    sample = df[df["metric"].isin([m for m in HEADLINE if m != "score_error_rel"]) & (df["sampler"] != "")]
-    parts.append(sample)
+    sample = df[df["metric"].isin([m for m in HEADLINE if m != "score_error_rel"]) & (df["sampler"] != "")].copy()
+    if "extractor" in sample.columns:
+        has = sample["extractor"].notna() & (sample["extractor"].astype(str) != "")
+        sample.loc[has, "metric"] = sample.loc[has, "metric"] + " [" + sample.loc[has, "extractor"].astype(str) + "]"
+    parts = [sample]
     se = df[(df["metric"] == "score_error_rel") & (df["region"] == "all")]
     if len(se):
-        smallest = se.groupby(["dataset", "schedule", "objective", "seed"])["sigma"].transform("min")
-        parts.append(se[se["sigma"] == smallest])
-    return pd.concat(parts, ignore_index=True) if parts else df.iloc[:0]
+        cell_keys = ["dataset", "schedule", "objective", "seed"]
+        se = se[se["sigma"] == se.groupby(cell_keys)["sigma"].transform("min")].drop(columns=["sampler"])
+        samplers = df.loc[df["sampler"] != "", cell_keys + ["sampler"]].drop_duplicates()
+        parts.append(se.merge(samplers, on=cell_keys) if len(samplers) else se.assign(sampler=""))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _label(metric: str) -> str:
+    base, _, extractor = metric.partition(" [")
+    label = HEADLINE.get(base, (base, True))[0]
+    return f"{label} [{extractor}" if extractor else label
 
 
 def summary(df) -> "pd.DataFrame":
@@ -100,9 +113,11 @@ def summary(df) -> "pd.DataFrame":
         index=["dataset", "schedule", "objective", "sampler"], columns="metric", values="cell", aggfunc="first"
     ).reset_index()
     wide.columns.name = None
-    ordered = [m for m in HEADLINE if m in wide.columns]
-    wide = wide[["dataset", "schedule", "objective", "sampler", *ordered]]
-    return wide.rename(columns={m: HEADLINE[m][0] for m in ordered}).fillna("")
+    order = {m: i for i, m in enumerate(HEADLINE)}
+    metrics = sorted((c for c in wide.columns if c not in ("dataset", "schedule", "objective", "sampler")),
+                     key=lambda m: (order.get(m.partition(" [")[0], 99), m))  # fmt: skip
+    wide = wide[["dataset", "schedule", "objective", "sampler", *metrics]]
+    return wide.rename(columns={m: _label(m) for m in metrics}).fillna("")
 
 
 def to_markdown(df) -> str:

@@ -193,9 +193,7 @@ def evaluate_samples_job(spec: dict, samples_path, out_path, reference_dir=None)
 
         rows += toy_sample_metrics(x, dataset, generator=g)
     else:
-        from scorebench.metrics.fidelity import fidelity_metrics_for_reference
-
-        rows += fidelity_metrics_for_reference(x.clamp(0, 1), reference_dir, spec["evaluation"])
+        rows += fidelity_rows(x.clamp(0, 1), reference_dir, spec["evaluation"])
     for r in rows:
         r.setdefault("region", "")
         r.setdefault("bin", -1)
@@ -249,9 +247,57 @@ def score_error_job(spec: dict, model_path, out_path) -> None:
 
 
 def reference_job(spec: dict, out_dir) -> None:
-    """Per-dataset reference statistics for FID/KID/PR (and the feature network they use)."""
-    from scorebench.metrics.fidelity import prepare_reference
+    """Per-dataset reference for FID/KID/PR: the feature network (trained here on the dataset's
+    labelled training split unless Inception is used) and the cached reference features."""
+    from scorebench.device import resolve_device
+    from scorebench.metrics.feature_net import save_feature_net, train_feature_net
+    from scorebench.metrics.fidelity import reference_features
 
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fid = spec["fid"]
     dataset = st.build_dataset(spec)
-    info = prepare_reference(dataset, spec["fid"], out_dir, seed=derive_seed(0, "reference", spec["dataset"]["name"]))
-    write_json(Path(out_dir) / "reference.json", info)
+    name = spec["dataset"]["name"]
+    info = {"dataset": name, "extractor": fid["extractor"], "cache_root": str(out_dir / "cache")}
+    net_path = None
+    if fid["extractor"] == "feature_net":
+        if dataset.train_labels is None:
+            raise ScorebenchError(
+                f"evaluation.fid.extractor: feature_net needs class labels, and dataset {name!r} has none; "
+                "use `extractor: inception` with `inception_weights: PATH`"
+            )
+        net = train_feature_net(
+            dataset.train, dataset.train_labels, name=name, steps=fid["feature_net_steps"],
+            seed=derive_seed(0, "feature_net", name),
+        )  # fmt: skip
+        net_path = out_dir / "feature_net.pt"
+        info["feature_net_sha256"] = save_feature_net(net, net_path)
+        info["feature_net_path"] = str(net_path)
+        info["feature_net_heldout_accuracy"] = float(net.info.get("heldout_accuracy", float("nan")))
+    reference = dataset.train[: fid["n_reference"]]
+    info["n_reference"] = int(reference.shape[0])
+    info["cache_name"] = reference_features(
+        reference, cache_root=out_dir / "cache", cache_name=name, extractor=fid["extractor"],
+        feature_net_path=net_path, inception_weights=fid.get("inception_weights"),
+        device=resolve_device("auto"),
+    )  # fmt: skip
+    write_json(out_dir / "reference.json", info)
+
+
+def fidelity_rows(samples, reference_dir, fid: dict) -> list[dict]:
+    """FID/KID/PR of image samples in [0, 1] against a dataset's cached reference (reference_job)."""
+    from scorebench.device import resolve_device
+    from scorebench.metrics.fidelity import fidelity_metrics
+
+    if reference_dir is None:
+        raise ScorebenchError("evaluate: image datasets need --reference (the reference-stats folder)")
+    ref_file = Path(reference_dir) / "reference.json"
+    try:
+        ref = json.loads(ref_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ScorebenchError(f"reference file {ref_file} is unreadable ({exc}); rerun reference_stats") from None
+    return fidelity_metrics(
+        samples, ref["cache_name"], cache_root=ref["cache_root"], extractor=ref["extractor"],
+        feature_net_path=ref.get("feature_net_path"), inception_weights=fid.get("inception_weights"),
+        device=resolve_device("auto"),
+    )  # fmt: skip

@@ -80,7 +80,7 @@ def get_reference(wildcards):
     """Image datasets are scored against their reference statistics; toys need none."""
     if STUDY.is_toy(wildcards.dataset):
         return []
-    return study_path(f"reference/{wildcards.dataset}/reference.json")
+    return [study_path(f"reference/{wildcards.dataset}/reference.json")]
 
 
 def get_metric_tables(wildcards=None):
