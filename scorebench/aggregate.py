@@ -10,9 +10,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scorebench.errors import ScorebenchError
 from scorebench.results import KEY_COLUMNS, write_table, write_text
+
+if TYPE_CHECKING:  # pandas is imported lazily inside the functions
+    import pandas as pd
 
 HEADLINE = {
     # metric -> (label, lower is better?)
@@ -28,7 +32,7 @@ HEADLINE = {
 }
 
 
-def read_tables(paths) -> "pd.DataFrame":
+def read_tables(paths) -> pd.DataFrame:
     import pandas as pd
 
     frames = []
@@ -44,7 +48,7 @@ def read_tables(paths) -> "pd.DataFrame":
     return df.drop_duplicates(subset=keys, keep="last").reset_index(drop=True)
 
 
-def read_train_logs(paths) -> "pd.DataFrame":
+def read_train_logs(paths) -> pd.DataFrame:
     """Training curves as tidy rows; the cell is read from the log's path
     (results/{study}/{dataset}/{schedule}/{objective}/seed{seed}/train_log.jsonl)."""
     import pandas as pd
@@ -68,7 +72,7 @@ def read_train_logs(paths) -> "pd.DataFrame":
     return pd.DataFrame(rows, columns=["study", "dataset", "schedule", "objective", "seed", "step", "loss", "wall_s"])
 
 
-def headline(df) -> "pd.DataFrame":
+def headline(df) -> pd.DataFrame:
     """One value per (cell, sampler, metric): sample metrics as they are, and each cell's score error
     at its smallest σ repeated on every sampler row of that cell (it does not depend on the sampler).
     Image metrics carry their feature extractor in the name, so numbers from different extractors
@@ -95,7 +99,7 @@ def _label(metric: str) -> str:
     return f"{label} [{extractor}" if extractor else label
 
 
-def summary(df) -> "pd.DataFrame":
+def summary(df) -> pd.DataFrame:
     """Mean ± std over seeds, one row per (dataset, schedule, objective, sampler), one column per metric."""
     h = headline(df)
     if h.empty:

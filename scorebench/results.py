@@ -36,6 +36,8 @@ def atomic_path(path):
     os.umask(umask)
     try:
         yield Path(tmp)
+        with open(tmp, "rb") as fh:  # the bytes are on disk before the name points at them
+            os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
         os.replace(tmp, path)
     finally:

@@ -299,7 +299,7 @@ def test_failed_save_leaves_previous_file_intact_and_no_temp_files(tmp_path, mon
 
     def half_then_crash(obj, f, *a, **k):
         real_save(obj, f, *a, **k)
-        f.truncate(10)  # a half-written file, then the process "dies"
+        os.truncate(f, 10)  # a half-written file, then the process "dies"
         raise OSError("disk full")
 
     def crash(*a, **k):

@@ -17,13 +17,13 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn.utils import skip_init
 
+from scorebench.checkpoint import save_atomic
 from scorebench.errors import ScorebenchError
 
 FORMAT = "scorebench.feature_net/1"
@@ -229,17 +229,7 @@ def save_feature_net(net: FeatureNet, path: str | os.PathLike) -> str:
         "info": dict(net.info),
         "sha256": digest,
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    save_atomic(payload, path)
     return digest
 
 

@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,6 +35,7 @@ from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from scorebench.errors import ScorebenchError
+from scorebench.results import write_json
 from scorebench.metrics.feature_net import FEATURE_LAYERS, FeatureNet, load_feature_net
 
 EXTRACTORS = ("feature_net", "inception")
@@ -274,13 +274,6 @@ def _cache_files(cache_root, full_name: str, ext: _Extractor) -> list[Path]:
     return [root / f"{full_name}.json", root / f"{full_name}-{ext.name}-features-{ext.layer}.pt"]
 
 
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=1, sort_keys=True)
-    os.replace(tmp, path)
-
-
 def _check_cache_name(cache_name: str) -> None:
     if not isinstance(cache_name, str) or not _NAME_RE.match(cache_name):
         raise ScorebenchError(
@@ -344,7 +337,7 @@ def reference_features(
         kid_subset_size=2,
         **_fidelity_kwargs(ext, cache_root=cache_root, device=device, batch_size=batch_size),
     )
-    _write_json_atomic(
+    write_json(
         files[0],
         {
             "cache_name": full_name,
