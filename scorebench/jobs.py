@@ -15,7 +15,7 @@ from pathlib import Path
 
 from scorebench import study as st
 from scorebench.errors import ScorebenchError
-from scorebench.results import provenance, tidy_rows, write_json, write_npz, write_table
+from scorebench.results import provenance, tidy_rows, write_json, write_npz, write_table, write_text
 
 log = logging.getLogger("scorebench")
 
@@ -57,8 +57,24 @@ def train_job(spec: dict, out_dir) -> dict:
     model = st.build_model(spec, dataset, schedule)
     loss_fn = st.build_loss(spec)
     settings = st.train_settings(spec)
+    discard_foreign_checkpoint(out_dir, spec)
     result = train(model, loss_fn, dataset.train, schedule, settings, out_dir)
     return {"step": result.step, "wall_s": result.wall_s}
+
+
+def discard_foreign_checkpoint(out_dir: Path, spec: dict) -> None:
+    """Keep a resume checkpoint only if it was made for this very spec.
+
+    Snakemake reruns a cell's training when its spec changes (a preset edit); the checkpoint left by
+    the old spec then belongs to another experiment and must not be resumed. The spec's hash is
+    stamped beside the checkpoint when training starts.
+    """
+    ckpt, stamp = out_dir / "checkpoint.pt", out_dir / "checkpoint.spec"
+    digest = hashlib.sha256(st.spec_json(spec).encode()).hexdigest()
+    if ckpt.exists() and (not stamp.exists() or stamp.read_text().strip() != digest):
+        log.warning("discarding %s: it was made for different settings; training starts from step 0", ckpt)
+        ckpt.unlink()
+    write_text(stamp, digest + "\n")
 
 
 def load_score_model(spec: dict, model_path, dataset, schedule, *, weights: str = "ema", device="cpu"):

@@ -70,3 +70,19 @@ def test_bad_spec_and_config_errors(tmp_path, specs):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("study: x\ndatasets: {d: {kind: moons}}\nschedules: {s: {kind: geometric, sigma_max: 1, sigma_min: 2, levels: 3}}\nobjectives: {o: {kind: dsm}}\n")
     _one_line_error(run("check", "--config", str(cfg)), "sigma_max")
+
+
+def test_changed_spec_discards_the_old_checkpoint_but_a_kill_resumes(tmp_path, specs):
+    """A checkpoint resumes only under the spec that made it (a preset edit retrains from step 0)."""
+    train = specs[0]
+    out = tmp_path / "cell"
+    half = dict(train, training={**train["training"], "steps": 10})
+    assert run("train", "--spec", spec_json(half), "--out-dir", str(out)).returncode == 0
+    # an edited preset: the old checkpoint belongs to another experiment and is discarded
+    edited = dict(train, schedule={**train["schedule"], "sigma_min": 0.4})
+    r = run("train", "--spec", spec_json(edited), "--out-dir", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "discarding" in r.stderr and "resumed" not in r.stderr
+    # an unchanged spec resumes from the checkpoint it left
+    r = run("train", "--spec", spec_json(edited), "--out-dir", str(out))
+    assert r.returncode == 0 and "resumed from step 20" in r.stderr, r.stderr
