@@ -195,7 +195,8 @@ def make_schedule(
         kind: none | single | geometric | linear | explicit | ncsnv2.
         weighting: λ(σ) name (ignored for `none`, whose only level has weight 1).
         sigma: the level of `single`.
-        sigma_max, sigma_min, levels: the range of `geometric` and `linear` (`ncsnv2` takes sigma_min).
+        sigma_max, sigma_min, levels: the range of `geometric` and `linear` (`ncsnv2` takes sigma_min);
+            sigma_max may be "auto": the largest pairwise distance of `data` (NCSNv2's σ_1 rule).
         sigmas: the list of `explicit`.
         data: training data, needed by `ncsnv2` (σ_1 = largest pairwise distance, γ from its dimension).
         steps_per_level: T of annealed Langevin, used by `ncsnv2`'s step-size rule.
@@ -208,10 +209,13 @@ def make_schedule(
         if sigma is None or not sigma > 0:
             raise ScorebenchError(f"schedule.sigma: `single` needs a σ > 0, got {sigma}")
         s = torch.tensor([float(sigma)], dtype=torch.float64)
-    elif kind == "geometric":
-        s = geometric_sigmas(sigma_max, sigma_min, levels)
-    elif kind == "linear":
-        s = linear_sigmas(sigma_max, sigma_min, levels)
+    elif kind in ("geometric", "linear"):
+        if sigma_max == "auto":  # NCSNv2 technique 1: σ_1 = the largest distance between training points
+            if data is None:
+                raise ScorebenchError("schedule.sigma_max: `auto` needs the training data")
+            sigma_max = max_pairwise_distance(data)
+            info = {"derived_sigma_max": sigma_max}
+        s = (geometric_sigmas if kind == "geometric" else linear_sigmas)(sigma_max, sigma_min, levels)
     elif kind == "explicit":
         s = explicit_sigmas(sigmas if sigmas is not None else [])
     elif kind == "ncsnv2":

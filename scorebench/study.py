@@ -179,7 +179,7 @@ class Study:
             for key in need:
                 if key not in sch:
                     raise ScorebenchError(f"config schedules/{name}/{key}: required for kind {kind!r}")
-            if kind in ("geometric", "linear") and not sch["sigma_max"] > sch["sigma_min"]:
+            if kind in ("geometric", "linear") and sch["sigma_max"] != "auto" and not sch["sigma_max"] > sch["sigma_min"]:
                 raise ScorebenchError(
                     f"config schedules/{name}: sigma_max ({sch['sigma_max']}) must be larger than "
                     f"sigma_min ({sch['sigma_min']})"
@@ -298,7 +298,7 @@ def build_schedule(spec: dict, dataset=None):
 
     sch = {k: v for k, v in spec["schedule"].items() if k != "name"}
     kind = sch.pop("kind")
-    if kind == "ncsnv2":
+    if kind == "ncsnv2" or sch.get("sigma_max") == "auto":
         sch["data"] = dataset.train
         sampler = spec.get("sampler") or {}
         sch["steps_per_level"] = sampler.get("n_steps", 100) or 1

@@ -102,3 +102,18 @@ def test_training_defaults_match_the_trainer():
     for key, value in TRAINING_DEFAULTS.items():
         if fields[key] is not dataclasses.MISSING:
             assert fields[key] == value, key
+
+
+def test_sigma_max_auto_is_the_largest_pairwise_distance():
+    import torch
+
+    from scorebench.study import build_dataset, build_schedule
+
+    s = study(schedules={"auto": {"kind": "geometric", "sigma_max": "auto", "sigma_min": 0.1, "levels": 4}}, exclude=[])
+    spec = s.train_spec(s.cells[0])
+    ds = build_dataset(spec)
+    sch = build_schedule(spec, ds)
+    x = ds.train.reshape(len(ds.train), -1).double()
+    brute = max(float(torch.cdist(c, x).max()) for c in x.split(2000))
+    assert float(sch.sigmas[0]) == pytest.approx(brute, rel=1e-6)
+    assert float(sch.sigmas[-1]) == pytest.approx(0.1)
