@@ -109,12 +109,16 @@ def sample_quality(df, out_dir: Path) -> None:
     if not panels:
         return _empty(out_dir, "sample_quality", "no sample-quality rows")
     fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.6), squeeze=False)
-    for ax, (ds, metric, label, rows) in zip(axes[0], panels):
+    for i, (ax, (ds, metric, label, rows)) in enumerate(zip(axes[0], panels)):
         sns.barplot(data=rows, y="schedule / objective", x="value", hue="sampler", errorbar="sd", ax=ax, orient="h")
         ax.set_title(f"{ds}: {metric}")
         ax.set_xlabel(label)
         ax.set_ylabel("")
-    fig.suptitle("Sample quality per cell and sampler", y=1.02)
+        if i < len(panels) - 1:
+            ax.get_legend().remove()
+        else:
+            sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), title="sampler")
+    fig.suptitle("Sample quality per cell and sampler (bars: mean ± sd over seeds)", y=1.02)
     fig.tight_layout()
     _save(fig, out_dir, "sample_quality")
 
@@ -160,7 +164,7 @@ def training_curves(curves, out_dir: Path) -> None:
     c = c[c["loss"].apply(math.isfinite)]
     g = sns.relplot(
         data=c, x="step", y="loss", hue="schedule / objective", col="dataset", kind="line", errorbar="sd",
-        facet_kws={"sharey": False}, height=3.2, aspect=1.2, col_wrap=min(3, c["dataset"].nunique()),
+        facet_kws={"sharey": False, "sharex": False}, height=3.2, aspect=1.2, col_wrap=min(3, c["dataset"].nunique()),
     )  # fmt: skip
     g.set_axis_labels("training step", "training loss (weighted, per sample)")
     g.figure.suptitle("Training curves (lines: mean over seeds)", y=1.03)
