@@ -129,3 +129,10 @@ def test_default_study_dry_run_lists_every_job():
     counts = job_counts(out.stdout)
     assert counts["train"] == counts["score_error"] > 0
     assert counts["sample"] == counts["evaluate"] == 2 * counts["train"]
+
+
+def test_report_bundles_the_figures(study):
+    report = study / "results" / "test" / "report.html"
+    snakemake(study, "--report", str(report))
+    html = report.read_text(errors="replace")
+    assert report.stat().st_size > 100_000 and "score_error_vs_sigma.png" in html
