@@ -61,6 +61,20 @@ def cmd_figures(args):
     make_figures(args.table, args.out_dir, curves=args.curves, samples=args.samples)
 
 
+def cmd_score_field(args):
+    from scorebench.jobs import score_field_job
+
+    score_field_job(_spec(args), args.model, args.out)
+
+
+def cmd_study_figures(args):
+    from scorebench.study_figures import make_study_figures
+
+    make_study_figures(
+        _spec(args), args.table, args.out_dir, fields=args.fields, samples=args.samples, summary=args.summary
+    )
+
+
 def cmd_check(args):
     from scorebench.study import Study, load_config
 
@@ -115,6 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--curves", default=None, help="training-curves parquet")
     sp.add_argument("--samples", nargs="*", default=[], help="samples .npz files for sample grids")
     sp.add_argument("--out-dir", required=True)
+
+    sp = verb("score-field", cmd_score_field, "a 2-D toy cell's score and the exact score on a grid (.npz)")
+    sp.add_argument("--spec", required=True)
+    sp.add_argument("--model", required=True, help="model.pt written by `train`")
+    sp.add_argument("--out", required=True, help="score-field .npz")
+
+    sp = verb("study-figures", cmd_study_figures, "paper figures (config `figures:`) and the study's summary.md")
+    sp.add_argument("--spec", required=True, help="study-figures spec JSON (or @file)")
+    sp.add_argument("--table", required=True, help="study metrics.parquet")
+    sp.add_argument("--fields", nargs="*", default=[], help="score-field .npz files")
+    sp.add_argument("--samples", nargs="*", default=[], help="samples .npz files")
+    sp.add_argument("--out-dir", required=True, help="figures folder")
+    sp.add_argument("--summary", required=True, help="summary Markdown file")
 
     sp = verb("check", cmd_check, "validate a study config and list its cells")
     sp.add_argument("--config", required=True)

@@ -207,7 +207,8 @@ def evaluate_samples_job(spec: dict, samples_path, out_path, reference_dir=None)
     if dataset.kind == "toy":
         from scorebench.metrics.toy import toy_sample_metrics
 
-        rows += toy_sample_metrics(x, dataset, generator=g)
+        # the job already reports the non-finite share and passes only finite samples on
+        rows += [r for r in toy_sample_metrics(x, dataset, generator=g) if r["metric"] != "nonfinite_fraction"]
     else:
         rows += fidelity_rows(x.clamp(0, 1), reference_dir, spec["evaluation"])
     for r in rows:
@@ -260,6 +261,97 @@ def score_error_job(spec: dict, model_path, out_path) -> None:
         "train_device": json.dumps(ckpt.get("device", {}), sort_keys=True, default=str),
     }
     write_table(pd.DataFrame(tidy_rows(rows, spec, extra)), out_path)
+
+
+def score_field(score_fn, distribution, grid, sigmas, model_sigmas=None, *, chunk_size: int = 4096) -> dict:
+    """A score model and the exact score on the same grid points, at each σ (for quiver figures).
+
+    Song & Ermon (2019, Fig. 2) compare ∇ₓ log p_data with s_θ over the plane to show that a
+    model trained on clean data is wrong where data is scarce; this gives the arrays for that
+    picture at any σ.
+
+    Args:
+        score_fn: `score_fn(x, sigma_batch)` in eval mode (called under no_grad, in chunks).
+        distribution: an `IsotropicGaussianMixture` (the truth: log p_σ and ∇log p_σ in closed form).
+        grid: (N, *shape) float32 points.
+        sigmas: σ of each true density p_σ.
+        model_sigmas: σ handed to the model for each entry (None: the same σ; 0 for a noiseless model).
+        chunk_size: points per model call.
+
+    Returns:
+        dict of numpy arrays: sigmas (K,), model_sigmas (K,), model_score and true_score (K, N, *shape)
+        float32, log_prob (K, N) float64 (log p_σ) and log_prob0 (N,) (log p_0, the data density).
+    """
+    import numpy as np
+    import torch
+
+    sig = [float(s) for s in sigmas]
+    msig = sig if model_sigmas is None else [float(s) for s in model_sigmas]
+    if len(msig) != len(sig):
+        raise ScorebenchError(f"score field model_sigmas: need {len(sig)} values (one per σ), got {len(msig)}")
+    x = grid.detach().to(torch.float32)
+    est, true, logp = [], [], []
+    with torch.no_grad():
+        for s, ms in zip(sig, msig):
+            parts = []
+            for chunk in x.split(int(chunk_size)):
+                out = score_fn(chunk, torch.full((chunk.shape[0],), ms, dtype=torch.float32, device=chunk.device))
+                if tuple(out.shape) != tuple(chunk.shape):
+                    raise ScorebenchError(
+                        f"score field: the model returned shape {tuple(out.shape)} for inputs {tuple(chunk.shape)}"
+                    )
+                parts.append(out.float().cpu())
+            lp, sc = distribution.log_prob_and_score(x.to(torch.float64), s)
+            est.append(torch.cat(parts).numpy())
+            true.append(sc.to(torch.float32).cpu().numpy())
+            logp.append(lp.cpu().numpy())
+    return {
+        "sigmas": np.array(sig, dtype=np.float64),
+        "model_sigmas": np.array(msig, dtype=np.float64),
+        "model_score": np.stack(est),
+        "true_score": np.stack(true),
+        "log_prob": np.stack(logp),
+        "log_prob0": distribution.log_prob(x.to(torch.float64), 0.0).cpu().numpy(),
+    }
+
+
+def score_field_job(spec: dict, model_path, out_path) -> dict:
+    """A 2-D toy cell's score and the exact score on a uniform grid at each σ of its schedule, as an .npz.
+
+    The grid is `metrics.score_error.evaluation_grid` (the training data's box plus 10 % margin);
+    a noiseless cell is evaluated at σ = 0 only. Also stores the grid axes, a few training points
+    and the cell's identity, so a figure needs nothing but the file.
+    """
+    import numpy as np
+    import torch
+
+    from scorebench.device import resolve_device
+    from scorebench.metrics.score_error import evaluation_grid
+
+    device = resolve_device(spec["training"].get("device", "auto"))
+    dataset = st.build_dataset(spec)
+    if dataset.kind != "toy" or dataset.dim != 2:
+        raise ScorebenchError(f"score-field: dataset {spec['dataset']['name']!r} is not a 2-D toy (shape {dataset.shape})")
+    schedule = st.build_schedule(spec, dataset)
+    model, _ = load_score_model(spec, model_path, dataset, schedule, weights=spec["weights"], device=device)
+    size = int(spec["field"]["grid_size"])
+    grid = evaluation_grid(dataset, size)
+    sigmas = [float(s) for s in schedule.sigmas.tolist()]
+
+    def score_fn(x, s):
+        return model(x.to(device), s.to(device)).to("cpu")
+
+    t0 = time.perf_counter()
+    arrays = score_field(score_fn, dataset.distribution, grid, sigmas)
+    cell = {k: spec[k]["name"] for k in ("dataset", "schedule", "objective")}
+    meta = {**cell, "seed": int(spec["seed"]), "cell": spec["cell"], "weights": spec["weights"],
+            "schedule_kind": spec["schedule"]["kind"], "objective_kind": spec["objective"]["kind"],
+            "grid_size": size, "wall_s": time.perf_counter() - t0}  # fmt: skip
+    write_npz(
+        out_path, **arrays, points=grid.numpy(), axis_x=grid[::size, 0].numpy(), axis_y=grid[:size, 1].numpy(),
+        train_points=dataset.train[:1000].numpy(), meta=np.array(json.dumps(meta)),
+    )  # fmt: skip
+    return meta
 
 
 def reference_job(spec: dict, out_dir) -> None:

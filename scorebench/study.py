@@ -27,6 +27,15 @@ KNOWN_DIMS = {
 }  # fmt: skip
 TOY_KINDS = ("gmm_2mode", "gmm_ring8", "gmm_grid25", "swiss_roll", "moons")
 EXACT_MAX_DIM = 128  # default of the exact objective's `max_dim`
+MIXTURE_KINDS = ("gmm_2mode", "gmm_ring8", "gmm_grid25")  # toys whose samples have mode weights
+
+# Paper figures (scorebench/study_figures.py) switched on by the `figures:` block, by flag.
+FIGURE_DEFAULTS = {"score_fields": False, "mode_weights": False, "animation": False, "grid_size": 64, "fps": 8}
+STUDY_FIGURES = {
+    "score_fields": ("score_fields", "score_error_vs_log_density"),
+    "mode_weights": ("sampler_samples", "mode_weights"),
+}
+ANIMATION = "annealed_langevin"
 
 # Defaults for the keys a study may leave out. They live here (not in the schema) because the same
 # schema block also describes per-dataset overrides, which must not be filled with defaults; and they
@@ -114,6 +123,7 @@ class Study:
         self.cells = self._grid()
         if not self.cells:
             raise ScorebenchError("config exclude: every cell of the grid is excluded; nothing to run")
+        self._check_figures()
 
     # ------------------------------------------------------------------ grid
 
@@ -266,6 +276,69 @@ class Study:
 
     def reference_spec(self, dataset: str) -> dict:
         return {"study": self.name, "dataset": self.dataset_spec(dataset), "fid": self.config["evaluation"]["fid"]}
+
+    # ------------------------------------------------------------------ paper figures (config `figures:`)
+
+    @property
+    def figure_settings(self) -> dict:
+        """The `figures:` block with its defaults (all figures off)."""
+        return {**FIGURE_DEFAULTS, **self.config.get("figures", {})}
+
+    @property
+    def study_figures(self) -> list[str]:
+        """Names of the paper figures this study asks for (each written as .png and .pdf)."""
+        f = self.figure_settings
+        return [name for flag, names in STUDY_FIGURES.items() if f[flag] for name in names]
+
+    @property
+    def animations(self) -> list[str]:
+        """Names of the GIFs this study asks for."""
+        return [ANIMATION] if self.figure_settings["animation"] else []
+
+    @property
+    def field_cells(self) -> list[Cell]:
+        """Cells whose score is evaluated on a 2-D grid (the toy cells, when `score_fields` is on)."""
+        if not self.figure_settings["score_fields"]:
+            return []
+        return [c for c in self.cells if self.is_toy(c.dataset)]
+
+    def score_field_spec(self, cell: Cell) -> dict:
+        """Spec of a score-field job: the train spec plus which weights to load and the grid size."""
+        return {
+            **self.train_spec(cell),
+            "weights": self.config["sampling"]["weights"],
+            "field": {"grid_size": self.figure_settings["grid_size"]},
+        }
+
+    def study_figures_spec(self) -> dict:
+        """Spec of the paper-figure job: the figure settings and the presets the figures need to name
+        things (true mixture weights, σ lists, sampler kinds)."""
+        return {
+            "study": self.name,
+            "figures": self.figure_settings,
+            "datasets": {d: self.dataset_spec(d) for d in sorted(self.config["datasets"])},
+            "schedules": {n: {"name": n, **s} for n, s in sorted(self.config["schedules"].items())},
+            "samplers": {n: {"name": n, **s} for n, s in sorted(self.config["sampling"]["samplers"].items())},
+        }
+
+    def _check_figures(self) -> None:
+        """Refuse figures the study cannot make, before any job runs."""
+        f = self.figure_settings
+        kinds = {d["kind"] for d in self.config["datasets"].values()}
+        if f["score_fields"] and not kinds & set(TOY_KINDS):
+            raise ScorebenchError("config figures/score_fields: needs a 2-D toy dataset (" + ", ".join(TOY_KINDS) + ")")
+        if f["mode_weights"] and not kinds & set(MIXTURE_KINDS):
+            raise ScorebenchError(
+                "config figures/mode_weights: needs a Gaussian-mixture dataset (" + ", ".join(MIXTURE_KINDS) + ")"
+            )
+        if f["animation"]:
+            if not self.config["sampling"].get("snapshots", 0) > 0:
+                raise ScorebenchError("config figures/animation: needs sampling/snapshots > 0 (frames of the GIF)")
+            samplers = self.config["sampling"]["samplers"].values()
+            if not any(s["kind"] == "annealed_langevin" for s in samplers):
+                raise ScorebenchError("config figures/animation: needs a sampler of kind annealed_langevin")
+            if not kinds & set(TOY_KINDS):
+                raise ScorebenchError("config figures/animation: needs a 2-D toy dataset (the GIF shows points)")
 
 
 def spec_json(spec: dict) -> str:

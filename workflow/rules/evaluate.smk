@@ -9,6 +9,7 @@ rule reference_stats:
         "../../environment.yml"
     threads: 1
     resources:
+        gpu=1,
         mem_mb=4000,
         runtime=60,
     params:
@@ -32,6 +33,7 @@ rule evaluate:
         "../../environment.yml"
     threads: 1
     resources:
+        gpu=1,
         mem_mb=4000,
         runtime=60,
     params:
@@ -58,6 +60,7 @@ rule score_error:
         "../../environment.yml"
     threads: 1
     resources:
+        gpu=1,
         mem_mb=4000,
         runtime=60,
     params:

@@ -11,6 +11,7 @@ rule sample:
         "../../environment.yml"
     threads: 1
     resources:
+        gpu=1,
         mem_mb=4000,
         runtime=60,
     params:

@@ -10,6 +10,7 @@ rule train:
         "../../environment.yml"
     threads: 1
     resources:
+        gpu=1,
         mem_mb=4000,
         runtime=120,
     params:
