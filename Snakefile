@@ -2,8 +2,11 @@
 # evaluated and aggregated into results/{study}/. Run `snakemake --cores all` for the default
 # study in config/config.yaml, or `snakemake --cores all --configfile config/studies/NAME.yaml`.
 
+# A study given with --configfile replaces the default one: Snakemake would otherwise merge the two
+# (nested dicts are updated key by key), adding the default study's presets to every other study.
+if not workflow.overwrite_configfiles:
 
-configfile: "config/config.yaml"
+    configfile: "config/config.yaml"
 
 
 report: "workflow/report/workflow.rst"
@@ -25,6 +28,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/studies.smk"
 
 
 rule all:

@@ -68,9 +68,9 @@ def cmd_score_field(args):
 
 
 def cmd_study_figures(args):
-    from scorebench.study_figures import make_study_figures
+    from scorebench.jobs import study_figures_job
 
-    make_study_figures(
+    study_figures_job(
         _spec(args), args.table, args.out_dir, fields=args.fields, samples=args.samples, summary=args.summary
     )
 

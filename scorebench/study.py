@@ -28,14 +28,8 @@ KNOWN_DIMS = {
 TOY_KINDS = ("gmm_2mode", "gmm_ring8", "gmm_grid25", "swiss_roll", "moons")
 EXACT_MAX_DIM = 128  # default of the exact objective's `max_dim`
 MIXTURE_KINDS = ("gmm_2mode", "gmm_ring8", "gmm_grid25")  # toys whose samples have mode weights
-
-# Paper figures (scorebench/study_figures.py) switched on by the `figures:` block, by flag.
+# Paper figures (scorebench/study_figures.py names their files) are off unless `figures:` asks.
 FIGURE_DEFAULTS = {"score_fields": False, "mode_weights": False, "animation": False, "grid_size": 64, "fps": 8}
-STUDY_FIGURES = {
-    "score_fields": ("score_fields", "score_error_vs_log_density"),
-    "mode_weights": ("sampler_samples", "mode_weights"),
-}
-ANIMATION = "annealed_langevin"
 
 # Defaults for the keys a study may leave out. They live here (not in the schema) because the same
 # schema block also describes per-dataset overrides, which must not be filled with defaults; and they
@@ -287,13 +281,17 @@ class Study:
     @property
     def study_figures(self) -> list[str]:
         """Names of the paper figures this study asks for (each written as .png and .pdf)."""
+        from scorebench.study_figures import FIGURE_NAMES
+
         f = self.figure_settings
-        return [name for flag, names in STUDY_FIGURES.items() if f[flag] for name in names]
+        return [name for flag, names in FIGURE_NAMES.items() if f[flag] for name in names]
 
     @property
     def animations(self) -> list[str]:
         """Names of the GIFs this study asks for."""
-        return [ANIMATION] if self.figure_settings["animation"] else []
+        from scorebench.study_figures import ANIMATION_NAME
+
+        return [ANIMATION_NAME] if self.figure_settings["animation"] else []
 
     @property
     def field_cells(self) -> list[Cell]:

@@ -112,9 +112,40 @@ FIGURES = [
 ]
 
 
+# Paper figures asked for by the config's `figures:` block (none by default).
+STUDY_FIGURES = STUDY.study_figures
+ANIMATIONS = STUDY.animations
+
+
+def get_score_field_spec(wildcards):
+    return spec_json(STUDY.score_field_spec(cell_of(wildcards)))
+
+
+def get_study_figures_spec(wildcards=None):
+    return spec_json(STUDY.study_figures_spec())
+
+
+def get_score_field_files(wildcards=None):
+    """Score fields of the 2-D toy cells, when the study draws score fields."""
+    return [
+        cell_path("score_field.npz").format(
+            dataset=c.dataset, schedule=c.schedule, objective=c.objective, seed=c.seed
+        )
+        for c in STUDY.field_cells
+    ]
+
+
 def get_final_output():
+    paper = []
+    if STUDY_FIGURES or ANIMATIONS:
+        paper = [
+            study_path("summary.md"),
+            *[study_path(f"figures/{name}.png") for name in STUDY_FIGURES],
+            *[study_path(f"figures/{name}.gif") for name in ANIMATIONS],
+        ]
     return [
         study_path("metrics.parquet"),
         study_path("tables/summary.md"),
         *[study_path(f"figures/{name}.png") for name in FIGURES],
+        *paper,
     ]

@@ -1,0 +1,294 @@
+"""Paper studies (config/studies/*.yaml): configs that validate and dry-run, the score-field job
+against the closed-form mixture score, a summary whose numbers are the table's, and a GIF with one
+frame per snapshot."""
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from scorebench import jobs
+from scorebench.errors import ScorebenchError
+from scorebench.study import Cell, Study, load_config, validate_config
+from scorebench.study_figures import annealed_animation, levels_to_show, relative_error_map
+from scorebench.summary import study_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY_CONFIGS = sorted((ROOT / "config" / "studies").glob("*.yaml"))
+MEANS = np.array([[-5.0, -5.0], [5.0, 5.0]])
+WEIGHTS = np.array([0.2, 0.8])
+MIXTURES = {"mix": {"means": MEANS.tolist(), "stds": [1.0, 1.0], "weights": WEIGHTS.tolist()}}
+
+
+def two_mode_score(x: np.ndarray, sigma: float) -> np.ndarray:
+    """∇log p_σ of 0.2·N((-5,-5), I) + 0.8·N((5,5), I), written out: Σ_k r_k(x)(μ_k − x)/(1 + σ²)."""
+    var = 1.0 + sigma**2
+    logc = np.log(WEIGHTS) - ((x[:, None, :] - MEANS) ** 2).sum(-1) / (2 * var)
+    r = np.exp(logc - logc.max(1, keepdims=True))
+    r /= r.sum(1, keepdims=True)
+    return (r[..., None] * (MEANS - x[:, None, :])).sum(1) / var
+
+
+def tiny_config(**changes):
+    cfg = {
+        "study": "tiny",
+        "datasets": {"mix": {"kind": "gmm_2mode", "options": {"n_train": 500, "n_test": 100}}},
+        "schedules": {"none": {"kind": "none"}, "geom": {"kind": "geometric", "sigma_max": 5, "sigma_min": 0.5, "levels": 3}},
+        "objectives": {"oracle": {"kind": "oracle"}, "ssm": {"kind": "sliced_vr"}},
+        "training": {"steps": 2, "batch_size": 16, "device": "cpu", "log_every": 1},
+        "figures": {"score_fields": True, "grid_size": 12},
+    }  # fmt: skip
+    cfg.update(changes)
+    return Study(validate_config(cfg))
+
+
+# ---------------------------------------------------------------------- configs
+
+
+@pytest.mark.parametrize("path", STUDY_CONFIGS, ids=lambda p: p.stem)
+def test_study_configs_validate_and_ask_for_their_figures(path):
+    study = Study(load_config(path))
+    assert study.name == path.stem  # results/{study}/ matches the file, as workflow/scripts/paper.sh assumes
+    assert study.study_figures or study.animations
+    if study.figure_settings["score_fields"]:
+        assert study.field_cells and any(study.config["schedules"][c.schedule]["kind"] == "none" for c in study.cells)
+    if study.figure_settings["mode_weights"]:
+        kinds = {s["kind"] for s in study.config["sampling"]["samplers"].values()}
+        assert {"langevin", "annealed_langevin"} <= kinds
+        assert "oracle" in {o["kind"] for o in study.config["objectives"].values()}
+
+
+def job_counts(text: str) -> dict:
+    table = text.split("Job stats:")[-1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+@pytest.mark.slow
+def test_every_study_dry_runs_with_its_paper_jobs(tmp_path):
+    for path in [*STUDY_CONFIGS, ROOT / "config" / "config.yaml"]:
+        cmd = [sys.executable, "-m", "snakemake", "-n", "--forceall", "-s", str(ROOT / "Snakefile"),
+               "--directory", str(tmp_path), "--configfile", str(path)]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, path.name + out.stderr[-3000:]
+        counts = job_counts(out.stdout)
+        study = Study(load_config(path))
+        assert counts["train"] == len(study.cells), path.name  # the study alone, not merged into the default
+        assert counts.get("score_field", 0) == len(study.field_cells), path.name
+        assert counts.get("study_figures", 0) == (1 if study.study_figures or study.animations else 0), path.name
+
+
+@pytest.mark.parametrize(
+    "figures, sampling, needle",
+    [
+        ({"animation": True}, {}, "snapshots"),
+        ({"animation": True}, {"snapshots": 5, "samplers": {"l": {"kind": "langevin"}}}, "annealed_langevin"),
+        ({"mode_weights": True, "colour": "red"}, {}, "colour"),
+    ],
+)
+def test_figures_the_study_cannot_make_are_refused(figures, sampling, needle):
+    with pytest.raises(ScorebenchError, match=needle):
+        tiny_config(figures=figures, sampling=sampling)
+
+
+def test_score_fields_need_a_toy():
+    with pytest.raises(ScorebenchError, match="figures/score_fields"):
+        tiny_config(datasets={"digits": {"kind": "digits"}}, objectives={"dsm": {"kind": "dsm"}},
+                    schedules={"geom": {"kind": "geometric", "sigma_max": 5, "sigma_min": 0.5, "levels": 3}})  # fmt: skip
+
+
+# ---------------------------------------------------------------------- score field
+
+
+@pytest.mark.parametrize("schedule", ["none", "geom"])
+def test_oracle_score_field_is_the_closed_form_mixture_score(tmp_path, schedule):
+    study = tiny_config()
+    spec = study.score_field_spec(Cell("mix", schedule, "oracle", 0))
+    jobs.train_job(spec, tmp_path)
+    jobs.score_field_job(spec, tmp_path / "model.pt", tmp_path / "field.npz")
+    with np.load(tmp_path / "field.npz") as z:
+        f = {k: z[k] for k in z.files}
+    expected_sigmas = [0.0] if schedule == "none" else [5.0, math.sqrt(5 * 0.5), 0.5]
+    np.testing.assert_allclose(f["sigmas"], expected_sigmas, rtol=1e-12)
+    assert f["points"].shape == (12 * 12, 2) and f["model_score"].shape == (len(expected_sigmas), 144, 2)
+    # the grid is the 'ij' product of its axes and covers the training data
+    gx, gy = np.meshgrid(f["axis_x"], f["axis_y"], indexing="ij")
+    np.testing.assert_array_equal(f["points"], np.stack([gx.ravel(), gy.ravel()], 1))
+    train = f["train_points"]
+    assert f["axis_x"][0] < train[:, 0].min() and f["axis_x"][-1] > train[:, 0].max()
+    for k, s in enumerate(expected_sigmas):
+        truth = two_mode_score(f["points"].astype(np.float64), s)
+        np.testing.assert_allclose(f["true_score"][k], truth, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(f["model_score"][k], truth, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(f["log_prob"][0] if schedule == "none" else f["log_prob0"], f["log_prob0"])
+    assert json.loads(str(f["meta"]))["schedule"] == schedule
+
+
+def test_trained_score_field_is_the_model_at_each_level(tmp_path):
+    study = tiny_config()
+    spec = study.score_field_spec(Cell("mix", "geom", "ssm", 0))
+    jobs.train_job(spec, tmp_path)
+    jobs.score_field_job(spec, tmp_path / "model.pt", tmp_path / "field.npz")
+    with np.load(tmp_path / "field.npz") as z:
+        points, sigmas, est = z["points"], z["sigmas"], z["model_score"]
+    dataset = jobs.st.build_dataset(spec)
+    model, _ = jobs.load_score_model(spec, tmp_path / "model.pt", dataset, jobs.st.build_schedule(spec, dataset))
+    x = torch.from_numpy(points)
+    for k, s in enumerate(sigmas):
+        with torch.no_grad():
+            direct = model(x, torch.full((len(x),), float(s))).numpy()
+        np.testing.assert_allclose(est[k], direct, rtol=1e-5, atol=1e-6)
+    assert np.abs(est[0] - est[-1]).max() > 0  # the levels really differ
+
+
+def test_relative_error_map_averages_to_the_table_definition(gen):
+    model = torch.randn(50, 2, generator=gen, dtype=torch.float64).numpy()
+    truth = torch.randn(50, 2, generator=gen, dtype=torch.float64).numpy()
+    rel = relative_error_map(model, truth)
+    expected = ((model - truth) ** 2).sum(1).mean() / (truth**2).sum(1).mean()  # E err / E ‖∇log p‖²
+    assert rel.mean() == pytest.approx(expected, rel=1e-12)
+    assert levels_to_show([0.0]) == [0] and levels_to_show(list(range(10))) == [0, 5, 9]
+
+
+# ---------------------------------------------------------------------- summary numbers
+
+
+def synthetic_table(seed=0):
+    """A study table shaped like the real one: grid score-error rows of a noiseless and a 4-level cell,
+    and mode-weight rows of two samplers × two objectives, three seeds."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    base = {"study": "s", "dataset": "mix", "git_commit": "abc123def4567"}
+    for seed_ in range(3):
+        for schedule, kind, sigmas in [("none", "none", [0.0]), ("geom", "geometric", [8.0, 4.0, 2.0, 1.0])]:
+            for sigma in sigmas:
+                cell = {**base, "schedule": schedule, "schedule_kind": kind, "objective": "ssm", "seed": seed_,
+                        "sampler": "", "sigma": sigma}  # fmt: skip
+                for metric in ("score_error", "score_error_rel"):
+                    rows.append({**cell, "region": "grid", "bin": -1, "metric": metric, "value": rng.uniform(0.1, 1)})
+                    for b in range(4):
+                        rows.append({**cell, "region": "grid_bin", "bin": b, "bin_low": -40 + 10 * b,
+                                     "bin_high": -30 + 10 * b, "metric": metric, "value": rng.uniform(0.001, 1)})  # fmt: skip
+        for objective in ("oracle", "dsm"):
+            for sampler, kind in (("annealed", "annealed_langevin"), ("plain", "langevin")):
+                w0 = rng.uniform(0.1, 0.5)
+                cell = {**base, "schedule": "geom", "schedule_kind": "geometric", "objective": objective, "seed": seed_,
+                        "sampler": sampler, "sampler_kind": kind, "sigma": math.nan, "region": "", "bin": -1}  # fmt: skip
+                for metric, value in (("mode_weight_0", w0), ("mode_weight_1", 0.95 - w0), ("mode_off_fraction", 0.05),
+                                      ("mode_weight_error", abs(w0 - 0.2) + 0.05)):  # fmt: skip
+                    rows.append({**cell, "metric": metric, "value": value})
+    return pd.DataFrame(rows)
+
+
+def markdown_rows(text: str, first_header: str) -> list[dict]:
+    """The rows of the Markdown table whose header starts with `first_header`, as dicts."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    out = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        out.append(dict(zip(header, (c.strip() for c in line.strip("|").split("|")))))
+    return out
+
+
+def assert_shows(cell: str, values) -> None:
+    """A summary cell is the mean (3 significant digits) ± the sample sd (2) of exactly these values."""
+    v = pd.Series(values, dtype=float)
+    assert len(v) == 3, "every number of the synthetic table comes from 3 seeds"
+    assert cell == f"{v.mean():.3g} ± {v.std():.2g}"
+
+
+def test_summary_numbers_are_the_tables(gen):
+    df = synthetic_table()
+    text = study_summary(df, study="s", settings={"score_fields": True, "mode_weights": True}, mixtures=MIXTURES)
+    grid = df[(df["metric"] == "score_error_rel") & (df["region"] == "grid_bin")]
+    rows = markdown_rows(text, "dataset")
+    shown = {("none", 0.0), ("geom", 8.0), ("geom", 2.0), ("geom", 1.0)}  # levels_to_show of 4 levels: 0, 2, 3
+    assert {(r["schedule"], float(r["σ"])) for r in rows} == shown
+    for r in rows:
+        sel = grid[(grid["schedule"] == r["schedule"]) & (grid["sigma"] == float(r["σ"]))]
+        assert_shows(r["lowest-density bin"], sel[sel["bin"] == 0]["value"])
+        assert_shows(r["highest-density bin"], sel[sel["bin"] == 3]["value"])
+    mode_rows = markdown_rows(text, "schedule")
+    assert len(mode_rows) == 4
+    for r in mode_rows:
+        sel = df[(df["objective"] == r["objective"]) & (df["sampler"] == r["sampler"])]
+        mode_cols = [c for c in r if c.startswith("mode ")]
+        assert mode_cols == ["mode 0 (-5, -5), true 0.2", "mode 1 (5, 5), true 0.8"]
+        for k, col in enumerate(mode_cols):
+            assert_shows(r[col], sel[sel["metric"] == f"mode_weight_{k}"]["value"])
+        assert_shows(r["TV error"], sel[sel["metric"] == "mode_weight_error"]["value"])
+    heavy = df[(df["metric"] == "mode_weight_1") & (df["sampler"] == "annealed") & (df["objective"] == "dsm")]
+    assert f"{heavy['value'].mean():.3g}" in next(line for line in text.splitlines() if "annealed Langevin (`annealed`)" in line)
+    assert "abc123def456" in text
+
+
+def test_summary_says_so_when_the_run_contradicts_the_paper():
+    df = synthetic_table()
+    naive = (df["schedule"] == "none") & (df["region"] == "grid_bin") & (df["metric"] == "score_error_rel")
+    df.loc[naive & (df["bin"] == 0), "value"] = 1e-4  # the naive model is best where data is scarce
+    text = study_summary(df, study="s", settings={"score_fields": True}, mixtures=MIXTURES)
+    assert "does not show the low-density failure" in text
+
+
+# ---------------------------------------------------------------------- animation
+
+
+def fake_samples(root: Path, objective: str, n_snapshots: int, rng) -> Path:
+    path = root / "results" / "s" / "mix" / "geom" / objective / "seed0" / "samples" / "annealed.npz"
+    path.parent.mkdir(parents=True)
+    snaps = rng.normal(size=(n_snapshots, 40, 2)) * np.linspace(5, 1, n_snapshots)[:, None, None]
+    np.savez(path, samples=snaps[-1], snapshots=snaps, snapshot_level=np.minimum(np.arange(n_snapshots) // 3, 3),
+             snapshot_step=np.arange(n_snapshots) * 5)  # fmt: skip
+    return path
+
+
+def test_gif_has_one_frame_per_snapshot(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    files = [fake_samples(tmp_path, "oracle", 7, rng), fake_samples(tmp_path, "dsm", 11, rng)]
+    out = tmp_path / "a.gif"
+    n = annealed_animation(files, out, samplers=["annealed"], sigmas={("mix", "geom"): [8.0, 4.0, 2.0, 1.0]},
+                           mixtures=MIXTURES, fps=5)  # fmt: skip
+    with Image.open(out) as im:
+        assert im.n_frames == n == 11  # the longest sequence; the shorter panel holds its last snapshot
+        assert im.info["duration"] == 200
+    with pytest.raises(ScorebenchError, match="snapshots"):
+        annealed_animation(files, tmp_path / "b.gif", samplers=["langevin"], sigmas={})
+
+
+@pytest.mark.slow
+def test_study_figures_job_writes_what_the_workflow_expects(tmp_path):
+    """The figure job on a synthetic table and files: every output the rule declares exists."""
+    rng = np.random.default_rng(1)
+    study = tiny_config(
+        figures={"score_fields": True, "mode_weights": True, "animation": True, "grid_size": 12},
+        sampling={"snapshots": 4},
+    )
+    fields = []
+    for schedule in ("none", "geom"):
+        spec = study.score_field_spec(Cell("mix", schedule, "oracle", 0))
+        d = tmp_path / schedule
+        jobs.train_job(spec, d)
+        jobs.score_field_job(spec, d / "model.pt", d / "score_field.npz")
+        fields.append(d / "score_field.npz")
+    table = tmp_path / "metrics.parquet"
+    synthetic_table().assign(dataset="mix").to_parquet(table)
+    samples = [fake_samples(tmp_path, "oracle", 5, rng)]
+    out = tmp_path / "figures"
+    jobs.study_figures_job(study.study_figures_spec(), table, out, fields=fields, samples=samples,
+                           summary=tmp_path / "summary.md")  # fmt: skip
+    for name in study.study_figures:
+        assert (out / f"{name}.png").stat().st_size > 5000 and (out / f"{name}.pdf").exists(), name
+    for name in study.animations:
+        assert (out / f"{name}.gif").exists()
+    assert "## Score fields" in (tmp_path / "summary.md").read_text()

@@ -1,0 +1,68 @@
+# Paper studies (config `figures:`): score fields on a grid per 2-D toy cell, then the paper figures
+# and summary.md of the study. Requested by get_final_output() only when the config asks for them.
+
+
+rule score_field:
+    input:
+        model=rules.train.output.model,
+    output:
+        field=cell_path("score_field.npz"),
+    log:
+        job_file("logs", "score_field", ".log"),
+    benchmark:
+        job_file("benchmarks", "score_field", ".tsv")
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        spec=get_score_field_spec,
+    shell:
+        "OMP_NUM_THREADS={threads} scorebench score-field --spec {params.spec:q} --model {input.model} --out {output.field} > {log} 2>&1"
+
+
+rule study_figures:
+    input:
+        table=rules.aggregate.output.table,
+        fields=get_score_field_files,
+        samples=get_sample_files,
+    output:
+        summary=report(
+            study_path("summary.md"),
+            caption="../report/study_summary.rst",
+            category="Paper figures",
+        ),
+        figures=[
+            report(
+                study_path(f"figures/{name}.png"),
+                caption=f"../report/{name}.rst",
+                category="Paper figures",
+            )
+            for name in STUDY_FIGURES
+        ],
+        pdfs=[study_path(f"figures/{name}.pdf") for name in STUDY_FIGURES],
+        animations=[
+            report(
+                study_path(f"figures/{name}.gif"),
+                caption=f"../report/{name}.rst",
+                category="Paper figures",
+            )
+            for name in ANIMATIONS
+        ],
+    log:
+        study_path("logs/study_figures.log"),
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        spec=get_study_figures_spec,
+        out_dir=lambda wildcards, output: os.path.join(
+            os.path.dirname(output.summary), "figures"
+        ),
+    shell:
+        "OMP_NUM_THREADS={threads} scorebench study-figures --spec {params.spec:q} --table {input.table} --fields {input.fields} --samples {input.samples} --out-dir {params.out_dir} --summary {output.summary} > {log} 2>&1"
