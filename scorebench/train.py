@@ -9,6 +9,10 @@ objective (Song & Ermon 2019, eq. 6): (1/L) Σ_i λ(σ_i) ℓ(θ; σ_i), estimat
 Reproducibility: every random draw of the loop comes from one `torch.Generator` whose state is
 saved in the checkpoint, so a job killed after checkpoint k and resumed reaches exactly the
 parameters of an uninterrupted run (bit-equal on CPU).
+
+Preemption: on SIGUSR1 or SIGTERM (SLURM's time-limit warning, `scancel`, a preempting job) the
+loop finishes its current step, writes the resume checkpoint and stops with `Preempted`, so the
+rerun that SLURM's requeue or Snakemake's retries start loses no work.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +35,7 @@ from tqdm import tqdm
 
 from scorebench.checkpoint import load_checkpoint, load_states, require_same, save_atomic
 from scorebench.device import AMP_MODES, autocast, device_description, resolve_device
-from scorebench.errors import ScorebenchError
+from scorebench.errors import Preempted, ScorebenchError
 
 logger = logging.getLogger("scorebench")
 
@@ -43,6 +49,10 @@ MODEL_KEYS = ("model", "ema", "model_config", "step", "settings", "sigmas")
 # Settings that shape the parameter trajectory: a resumed run must share them with its checkpoint.
 # steps, logging, checkpoint cadence, device, amp and progress may change between segments.
 TRAJECTORY_FIELDS = ("batch_size", "lr", "beta1", "ema_decay", "grad_clip", "seed", "warmup")
+
+# Signals that ask a run to checkpoint and stop: SLURM sends SIGTERM on scancel, preemption and at
+# the time limit, and the signal chosen with `sbatch --signal` (e.g. USR1) as an earlier warning.
+STOP_SIGNALS = ("SIGUSR1", "SIGTERM")
 
 
 @dataclass
@@ -128,6 +138,53 @@ class TrainResult:
     device: str
 
 
+class StopOnSignal:
+    """Turns SIGUSR1/SIGTERM into a request to stop after the current step (`install`/`restore`,
+    or use it as a context manager).
+
+    A handler only records the signal (stopping mid-step could leave the model, the EMA and the
+    optimiser out of step); the loop polls `requested` once per step. Python delivers signals to
+    the main thread only, so elsewhere nothing is installed. The previous handlers come back on exit.
+    """
+
+    def __init__(self, names=STOP_SIGNALS):
+        self.names = names
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    def _record(self, signum, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    def install(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for name in self.names:
+                sig = getattr(signal, name, None)  # SIGUSR1 does not exist on Windows
+                if sig is not None:
+                    self._previous[sig] = signal.signal(sig, self._record)
+        return self
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            # None: the old handler was not set from Python; the default is the closest match
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        self._previous.clear()
+
+    def __enter__(self) -> "StopOnSignal":
+        return self.install()
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+
 def get_lr(step: int, settings: TrainSettings) -> float:
     """Learning rate for the optimiser step with 0-based index `step` (linear warm-up, then constant)."""
     if settings.warmup and step < settings.warmup:
@@ -196,7 +253,7 @@ def _resume(ckpt_path, model, ema, opt, gen, config, settings, schedule, device)
     """Restore model, EMA, optimiser and RNG states in place; refuse a checkpoint of another run.
 
     Returns:
-        (step, log history, wall seconds spent so far).
+        (step, log history, wall seconds spent so far, log-window accumulators or None).
     """
     ck = load_checkpoint(ckpt_path, expect_keys=CHECKPOINT_KEYS)
     require_same(ck["model_config"], config, path=ckpt_path, label="model_config")
@@ -223,7 +280,7 @@ def _resume(ckpt_path, model, ema, opt, gen, config, settings, schedule, device)
     torch.set_rng_state(ck["torch_rng"])
     if device.type == "cuda" and "cuda_rng" in ck:
         torch.cuda.set_rng_state(ck["cuda_rng"], device)
-    return int(ck["step"]), list(ck.get("history", [])), float(ck.get("wall_s", 0.0))
+    return int(ck["step"]), list(ck.get("history", [])), float(ck.get("wall_s", 0.0)), ck.get("window")
 
 
 def train(model, loss_fn, data, schedule, settings: TrainSettings, out_dir) -> TrainResult:
@@ -243,6 +300,8 @@ def train(model, loss_fn, data, schedule, settings: TrainSettings, out_dir) -> T
         sigmas, weights, wall_s (training wall time), device}, written atomically.
 
     Raises:
+        Preempted: SIGUSR1 or SIGTERM arrived; the checkpoint of the last finished step is written
+            and a rerun resumes from it (see `StopOnSignal`).
         ScorebenchError: non-finite loss ("training diverged ..."), an unusable or incompatible
             checkpoint, bad settings or data.
     """
@@ -271,9 +330,11 @@ def train(model, loss_fn, data, schedule, settings: TrainSettings, out_dir) -> T
     ema_step = _ema_pairs(ema, model)
     gen = torch.Generator(device=device).manual_seed(settings.seed)
 
-    step, history, wall_before, resumed_from = 0, [], 0.0, None
+    step, history, wall_before, resumed_from, window = 0, [], 0.0, None, None
     if ckpt_path.exists():
-        step, history, wall_before = _resume(ckpt_path, model, ema, opt, gen, config, settings, schedule, device)
+        step, history, wall_before, window = _resume(
+            ckpt_path, model, ema, opt, gen, config, settings, schedule, device
+        )
         resumed_from = step
         _write_log(log_path, history)
         message = f"resumed from step {step} ({ckpt_path})"
@@ -289,6 +350,11 @@ def train(model, loss_fn, data, schedule, settings: TrainSettings, out_dir) -> T
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     ones = torch.ones(batch, device=device)
     window_steps, final_loss = 0, (history[-1]["loss"] if history else math.nan)
+    if window:  # a checkpoint between log steps carries the partial log window, so the log stays exact
+        level_sum.copy_(window["level_sum"])
+        level_count.copy_(window["level_count"])
+        window_sum.copy_(window["loss_sum"])
+        window_steps = int(window["steps"])
     t_start = t_window = time.perf_counter()
 
     def wall() -> float:
@@ -321,6 +387,12 @@ def train(model, loss_fn, data, schedule, settings: TrainSettings, out_dir) -> T
             "torch_rng": torch.get_rng_state(),
             "history": history,
             "wall_s": wall(),
+            "window": {
+                "level_sum": level_sum.detach().cpu(),
+                "level_count": level_count.detach().cpu(),
+                "loss_sum": window_sum.detach().cpu(),
+                "steps": window_steps,
+            },
         }
         if device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
@@ -330,6 +402,7 @@ def train(model, loss_fn, data, schedule, settings: TrainSettings, out_dir) -> T
     bar = tqdm(
         total=settings.steps, initial=step, disable=not settings.progress, file=sys.stderr, desc="train", leave=False
     )
+    stop = StopOnSignal().install()
     try:
         while step < settings.steps:
             lr = get_lr(step, settings)
@@ -389,10 +462,18 @@ def train(model, loss_fn, data, schedule, settings: TrainSettings, out_dir) -> T
                 level_count.zero_()
                 window_sum.zero_()
                 window_steps, t_window = 0, time.perf_counter()
-            if step % settings.checkpoint_every == 0 or step == settings.steps:
+            if step % settings.checkpoint_every == 0 or step == settings.steps or stop.requested:
                 check_finite("params")  # never write a non-finite state over the last good one
                 save_checkpoint()
+            if stop.requested and step < settings.steps:
+                message = f"checkpointed at step {step} on signal {stop.name}"
+                logger.info(message)
+                print(message, flush=True)
+                raise Preempted(
+                    f"training stopped by {stop.name} at step {step}; rerun to resume from {ckpt_path}"
+                )
     finally:
+        stop.restore()
         bar.close()
 
     if settings.ema_decay == 0:

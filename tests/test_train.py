@@ -6,12 +6,17 @@
   ∇log p_σ at the smallest σ, and annealed Langevin with it finds all 8 modes.
 - Failure: a NaN loss stops training naming its step and leaves the last good checkpoint; corrupt
   and incompatible checkpoints fail with one line naming the file / field; saves are atomic.
+- Preemption: SIGTERM/SIGUSR1 mid-run (SLURM's time-limit warning, scancel) checkpoints the step in
+  progress and stops with `Preempted`; the rerun reaches the uninterrupted run's parameters and log
+  exactly, and the process's own signal handlers are back afterwards.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 
 import pytest
 import torch
@@ -20,7 +25,7 @@ from scorebench import checkpoint as ckpt_mod
 from scorebench.checkpoint import load_checkpoint, require_same, save_atomic
 from scorebench.data import load_dataset
 from scorebench.device import autocast, device_description, resolve_device
-from scorebench.errors import ScorebenchError
+from scorebench.errors import Preempted, ScorebenchError
 from scorebench.losses import make_loss
 from scorebench.models import build_model
 from scorebench.noise import make_schedule
@@ -142,6 +147,66 @@ def test_resumed_run_equals_uninterrupted_run_exactly(tmp_path, ring8, schedule,
     log_a, log_b = read_log(tmp_path / "full" / "train_log.jsonl"), read_log(part_dir / "train_log.jsonl")
     assert [r["step"] for r in log_a] == list(range(10, 61, 10))
     assert without_timing(log_a) == without_timing(log_b)
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGUSR1"])
+def test_stop_signal_checkpoints_its_step_and_the_rerun_resumes_exactly(tmp_path, ring8, schedule, signame, capsys):
+    sig = getattr(signal, signame)
+    dsm = make_loss("dsm")
+    train(tiny_mlp(ring8, schedule), dsm, ring8, schedule, quick_settings(), tmp_path / "full")
+
+    def signal_self(out):  # what SLURM does to the job's processes, here during step 23
+        os.kill(os.getpid(), sig)
+        return out
+
+    handler_before = signal.getsignal(sig)
+    part_dir = tmp_path / "part"
+    calls = loss_that(22, signal_self)  # signals on every call from the 23rd on: one stop is enough
+    with pytest.raises(Preempted, match=f"stopped by {signame} at step 23; rerun to resume from .*checkpoint.pt"):
+        train(tiny_mlp(ring8, schedule), calls, ring8, schedule, quick_settings(), part_dir)
+    assert signal.getsignal(sig) is handler_before  # the test process's own handler is back
+    assert f"checkpointed at step 23 on signal {signame}" in capsys.readouterr().out
+    # 23 is neither a checkpoint (every 20) nor a log step (every 10): only the signal path wrote it
+    assert load_checkpoint(part_dir / "checkpoint.pt")["step"] == 23
+    assert not (part_dir / "model.pt").exists()
+
+    result = train(tiny_mlp(ring8, schedule), dsm, ring8, schedule, quick_settings(), part_dir)
+    assert result.resumed_from == 23 and result.step == 60
+    a, b = load_model_file(tmp_path / "full" / "model.pt"), load_model_file(part_dir / "model.pt")
+    assert_states_equal(a["model"], b["model"])
+    assert_states_equal(a["ema"], b["ema"])
+    # the checkpoint carried the half-filled log window (steps 21-23), so even the loss log is exact
+    log_a, log_b = read_log(tmp_path / "full" / "train_log.jsonl"), read_log(part_dir / "train_log.jsonl")
+    assert without_timing(log_a) == without_timing(log_b)
+
+
+def test_a_signal_after_the_last_step_finishes_normally(tmp_path, ring8, schedule):
+    def signal_self(out):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    result = train(tiny_mlp(ring8, schedule), loss_that(19, signal_self), ring8, schedule,
+                   quick_settings(steps=20), tmp_path)  # fmt: skip
+    assert result.step == 20 and (tmp_path / "model.pt").exists()
+
+
+def test_training_outside_the_main_thread_installs_no_handlers(tmp_path, ring8, schedule):
+    # Python only lets the main thread set handlers; a trainer in a worker thread must still run
+    results, errors = [], []
+
+    def run():
+        try:
+            results.append(train(tiny_mlp(ring8, schedule), make_loss("dsm"), ring8, schedule,
+                                 quick_settings(steps=10), tmp_path))  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - re-raised below in the main thread
+            errors.append(exc)
+
+    before = signal.getsignal(signal.SIGTERM)
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(timeout=60)
+    assert not errors and results[0].step == 10
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_model_file_holds_what_rebuilding_and_provenance_need(tmp_path, ring8, schedule):

@@ -17,4 +17,4 @@ rule train:
         spec=get_train_spec,
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
     shell:
-        "OMP_NUM_THREADS={threads} scorebench train --spec {params.spec:q} --out-dir {params.out_dir} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} exec scorebench train --spec {params.spec:q} --out-dir {params.out_dir} > {log} 2>&1"
