@@ -400,8 +400,9 @@ def train(model, loss_fn, data, schedule, settings: TrainSettings, out_dir) -> T
 
     logger.info("training on %s for steps %d..%d", device, step, settings.steps)
     bar = tqdm(
-        total=settings.steps, initial=step, disable=not settings.progress, file=sys.stderr, desc="train", leave=False
-    )
+        total=settings.steps, initial=step, disable=not settings.progress, file=sys.stderr, desc="train", leave=False,
+        mininterval=0.1 if sys.stderr.isatty() else 30.0,  # a rule's log file gets a line every 30 s, not a flood
+    )  # fmt: skip
     stop = StopOnSignal().install()
     try:
         while step < settings.steps:
