@@ -45,7 +45,23 @@ def read_tables(paths) -> pd.DataFrame:
         raise ScorebenchError("aggregate: no input tables")
     df = pd.concat(frames, ignore_index=True, sort=False)
     keys = [c for c in KEY_COLUMNS if c in df.columns]
-    return df.drop_duplicates(subset=keys, keep="last").reset_index(drop=True)
+    df = df.drop_duplicates(subset=keys, keep="last").reset_index(drop=True)
+    return broadcast_cell_columns(df)
+
+
+TRAINING_COST = ["train_wall_s", "train_gpu_hours", "train_steps", "train_device"]
+
+
+def broadcast_cell_columns(df) -> pd.DataFrame:
+    """Give every row of a cell its training cost (recorded by the score-error job), so a sample-quality
+    row carries the training wall seconds and GPU hours behind it."""
+    cols = [c for c in TRAINING_COST if c in df.columns]
+    if not cols or "cell" not in df.columns:
+        return df
+    per_cell = df.dropna(subset=[cols[0]]).drop_duplicates("cell").set_index("cell")[cols]
+    for c in cols:
+        df[c] = df["cell"].map(per_cell[c])
+    return df
 
 
 def read_train_logs(paths) -> pd.DataFrame:

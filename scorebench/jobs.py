@@ -100,6 +100,11 @@ def load_score_model(spec: dict, model_path, dataset, schedule, *, weights: str 
 # ---------------------------------------------------------------------- sample
 
 
+def gpu_hours(wall_s: float, device: dict | None) -> float:
+    """Wall hours spent on a GPU (0 on a CPU): the cost column a cluster user budgets with."""
+    return float(wall_s) / 3600.0 if (device or {}).get("type") == "cuda" else 0.0
+
+
 def initial_points(dataset, n: int, *, kind: str, sigma_max: float, generator, device):
     """Where chains start: N(0, σ_1²) for pc (the VE SDE prior); else uniform over [0, 1] for images
     (NCSN) and over the training data's bounding box (+20 % margin) for toys."""
@@ -219,6 +224,8 @@ def evaluate_samples_job(spec: dict, samples_path, out_path, reference_dir=None)
         **provenance(meta.get("device")),
         "eval_wall_s": time.perf_counter() - t0,
         "n_samples_used": int(ok.sum()),
+        "sample_wall_s": float(meta["wall_s"]),
+        "sample_gpu_hours": gpu_hours(meta["wall_s"], meta.get("device")),
     }
     write_table(pd.DataFrame(tidy_rows(rows, spec, extra)), out_path)
 
@@ -257,6 +264,7 @@ def score_error_job(spec: dict, model_path, out_path) -> None:
         **provenance(device_description(device)),
         "eval_wall_s": time.perf_counter() - t0,
         "train_wall_s": float(ckpt.get("wall_s", float("nan"))),
+        "train_gpu_hours": gpu_hours(ckpt.get("wall_s", 0.0), ckpt.get("device")),
         "train_steps": int(ckpt.get("step", 0)),
         "train_device": json.dumps(ckpt.get("device", {}), sort_keys=True, default=str),
     }
@@ -323,7 +331,6 @@ def score_field_job(spec: dict, model_path, out_path) -> dict:
     and the cell's identity, so a figure needs nothing but the file.
     """
     import numpy as np
-    import torch
 
     from scorebench.device import resolve_device
     from scorebench.metrics.score_error import evaluation_grid

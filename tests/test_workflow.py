@@ -50,8 +50,11 @@ def test_table_is_tidy_with_provenance(study):
     df = pd.read_parquet(study / "results" / "test" / "metrics.parquet")
     for col in ["study", "dataset", "schedule", "objective", "seed", "sampler", "metric", "value", "sigma",
                 "schedule_kind", "schedule_weighting", "objective_kind", "model_arch", "training_steps",
-                "git_commit", "version_torch", "device_type"]:  # fmt: skip
+                "git_commit", "version_torch", "device_type", "train_wall_s", "train_gpu_hours",
+                "sample_wall_s", "sample_gpu_hours"]:  # fmt: skip
         assert col in df.columns, col
+    assert df["train_wall_s"].notna().all() and (df["train_gpu_hours"] == 0).all()  # CPU run: no GPU hours
+    assert df.loc[df["sampler"] != "", "sample_wall_s"].gt(0).all()
     for col in ["study", "cell", "seed", "metric"]:
         assert df[col].notna().all(), col
     cells = df["cell"].unique()
