@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,10 +223,6 @@ class Study:
     def samplers(self) -> list[str]:
         return sorted(self.config["sampling"]["samplers"])
 
-    @property
-    def image_datasets(self) -> list[str]:
-        return sorted(d for d in self.config["datasets"] if not self.is_toy(d))
-
     # ------------------------------------------------------------------ job specs
 
     def dataset_spec(self, dataset: str) -> dict:
@@ -417,9 +412,3 @@ def step_size(sampler: dict, schedule) -> float:
     if sigma_min == 0:
         return float(sampler.get("noiseless_step_size", 0.01))
     return float(sampler.get("step_ratio", 0.1)) * sigma_min**2
-
-
-def finite_or_error(name: str, value: float) -> float:
-    if not math.isfinite(value):
-        raise ScorebenchError(f"{name}: must be finite, got {value}")
-    return value
