@@ -28,7 +28,9 @@ TOY_KINDS = ("gmm_2mode", "gmm_ring8", "gmm_grid25", "swiss_roll", "moons")
 EXACT_MAX_DIM = 128  # default of the exact objective's `max_dim`
 MIXTURE_KINDS = ("gmm_2mode", "gmm_ring8", "gmm_grid25")  # toys whose samples have mode weights
 # Paper figures (scorebench/study_figures.py names their files) are off unless `figures:` asks.
-FIGURE_DEFAULTS = {"score_fields": False, "mode_weights": False, "animation": False, "grid_size": 64, "fps": 8}
+FIGURE_DEFAULTS = {
+    "score_fields": False, "mode_weights": False, "sampler_nfe": False, "animation": False, "grid_size": 64, "fps": 8,
+}  # fmt: skip
 
 # Defaults for the keys a study may leave out. They live here (not in the schema) because the same
 # schema block also describes per-dataset overrides, which must not be filled with defaults; and they

@@ -8,6 +8,9 @@
   `region == "grid_bin"`), the same claim as a number per bin.
 - `sampler_samples_figure` and `mode_weights_figure`: plain vs annealed Langevin on a mixture (Song &
   Ermon 2019, Fig. 3: without annealing the samples get the modes but not their weights).
+- `sampler_nfe_figure`: sample quality against the number of score evaluations (NFE) for each sampler
+  family (annealed Langevin per step ratio, predictor–corrector), oracle and trained score apart
+  (Song et al. 2021, Sec. 4.2: PC samplers vs annealed Langevin at equal computation).
 - `annealed_animation`: a GIF of the sampler's snapshots moving through the σ levels.
 
 Every figure is written as PNG and PDF (the GIF alone), with labelled axes and a legend; a figure
@@ -32,6 +35,7 @@ log = logging.getLogger("scorebench")
 FIGURE_NAMES = {
     "score_fields": ("score_fields", "score_error_vs_log_density"),
     "mode_weights": ("sampler_samples", "mode_weights"),
+    "sampler_nfe": ("sampler_nfe",),
 }
 ANIMATION_NAME = "annealed_langevin"
 
@@ -404,6 +408,103 @@ def mode_weights_figure(df, mixtures: dict, out_dir: Path, name: str = "mode_wei
     _save(fig, out_dir, name)
 
 
+# ---------------------------------------------------------------------- samplers at equal NFE
+
+# Sample-quality metrics the NFE figure and summary compare, in panel order, with axis labels.
+NFE_METRICS = {
+    "mode_weight_error": "mode-weight TV error\n½ Σ_k |ŵ_k − w_k| (lower is better)",
+    "mmd_rbf": "MMD² (RBF kernel) to test data\n(lower is better)",
+    "sliced_wasserstein": "sliced Wasserstein-2 to test data\n(data units, lower is better)",
+    "fid": "FID to test images\n(feature-net features, lower is better)",
+}
+
+
+def sampler_family(row) -> str:
+    """The line a sampler preset belongs to: its kind and the setting that is not its cost (annealed
+    Langevin's step ratio or step size, the PC corrector's snr), so that T or corrector steps vary
+    along the line."""
+    kind = row.get("sampler_kind", "")
+    size = row.get("sampler_step_size")
+    fixed_size = size is not None and not (isinstance(size, float) and size != size)
+    if kind == "annealed_langevin":
+        ratio = row.get("sampler_step_ratio", 0.1)
+        return f"annealed Langevin, ε = {size:g}" if fixed_size else f"annealed Langevin, step ratio {ratio:g}"
+    if kind == "pc":
+        return f"predictor–corrector, snr {row.get('sampler_snr', 0.16):g}"
+    if kind == "langevin":
+        return f"plain Langevin, ε = {size:g}" if fixed_size else "plain Langevin"
+    return str(kind or row.get("sampler", "?"))
+
+
+def sampler_nfe_numbers(df):
+    """Per (dataset, schedule, objective, sampler): kind, family, NFE and each NFE_METRICS value as
+    mean, sd and n over seeds (a DataFrame; empty when the table has no sampler rows)."""
+    import numpy as np
+    import pandas as pd
+
+    d = df[(df["sampler"] != "") & df["metric"].isin(["nfe", *NFE_METRICS])]
+    keys = ["dataset", "schedule", "objective", "sampler"]
+    if d.empty:
+        return pd.DataFrame(columns=[*keys, "sampler_kind", "family", "nfe"])
+    cols = [c for c in ("sampler_kind", "sampler_step_size", "sampler_step_ratio", "sampler_snr") if c in d]
+    meta = d.drop_duplicates(keys).set_index(keys)[cols]
+    stats = d.groupby([*keys, "metric"])["value"].agg(["mean", "std", "count"]).unstack("metric")
+    flat = stats["mean"].copy()
+    for m in NFE_METRICS:
+        if m in flat:
+            flat[m + "_sd"], flat[m + "_n"] = stats["std"][m], stats["count"][m]
+    out = meta.join(flat, how="inner").reset_index()  # aligned on the keys, not on row order
+    out["family"] = [sampler_family(r) for r in out.to_dict("records")]
+    out["nfe"] = out["nfe"].round().astype(int)
+    out["sampler_kind"] = out["sampler_kind"] if "sampler_kind" in out else ""
+    return out.sort_values([*keys[:3], "family", "nfe"]).reset_index(drop=True).replace({np.inf: np.nan})
+
+
+def sampler_nfe_figure(df, out_dir: Path, name: str = "sampler_nfe") -> None:
+    """Sample quality against NFE (log scale), one line per sampler family, one row of panels per
+    (dataset, schedule, objective) — the oracle rows isolate the sampler, the trained rows add the
+    model's error; points: mean over seeds, error bars: ± sd."""
+    import numpy as np
+
+    plt, sns = _plt()
+    nums = sampler_nfe_numbers(df)
+    metrics = [m for m in NFE_METRICS if m in nums and nums[m].notna().any()]
+    if nums.empty or not metrics:
+        return _empty(out_dir, name, "no sample-quality rows with an nfe (needs samplers)")
+    panels = sorted(nums.groupby(["dataset", "schedule", "objective"]).groups,
+                    key=lambda k: (k[0], k[1], k[2] != "oracle", k[2]))  # fmt: skip
+    families = sorted(nums["family"].unique(), key=lambda f: (not f.startswith("annealed"), f))
+    colors = dict(zip(families, sns.color_palette("deep", len(families))))
+    markers = dict(zip(families, "osD^v<>ph*"))
+    fig, axes = plt.subplots(len(panels), len(metrics), figsize=(5.0 * len(metrics), 3.9 * len(panels)),
+                             squeeze=False)  # fmt: skip
+    for r, (ds, sch, obj) in enumerate(panels):
+        cell = nums[(nums["dataset"] == ds) & (nums["schedule"] == sch) & (nums["objective"] == obj)]
+        for c, m in enumerate(metrics):
+            ax = axes[r, c]
+            for fam in families:
+                line = cell[cell["family"] == fam].sort_values("nfe")
+                if line.empty:
+                    continue
+                ls = "--" if fam.startswith("predictor") else "-"
+                ax.errorbar(line["nfe"], line[m], yerr=line[m + "_sd"].fillna(0), label=fam, color=colors[fam],
+                            marker=markers[fam], ls=ls, capsize=3, ms=5, lw=1.5)  # fmt: skip
+            ax.set_xscale("log")
+            vals = cell[m].to_numpy(dtype=float)
+            if np.isfinite(vals).any() and np.nanmin(vals) > 0 and np.nanmax(vals) / np.nanmin(vals) > 30:
+                ax.set_yscale("log")
+            ax.set_xlabel("score evaluations per sample (NFE, log scale)")
+            ax.set_ylabel(NFE_METRICS[m], fontsize=9)
+            what = "exact score" if obj == "oracle" else "trained score"
+            ax.set_title(f"{ds} · {sch} · {obj} ({what})", fontsize=10)
+            if r == 0 and c == 0:
+                ax.legend(fontsize=8, title="sampler family", title_fontsize=8)
+    fig.suptitle("Sample quality against computation: annealed Langevin (solid; T steps per level varies along a line) "
+                 "vs predictor–corrector (dashed; corrector steps vary)\npoints: mean over seeds, bars: ± sd", y=1.0)  # fmt: skip
+    fig.tight_layout()
+    _save(fig, out_dir, name)
+
+
 # ---------------------------------------------------------------------- animation
 
 
@@ -509,7 +610,7 @@ def make_study_figures(df, out_dir, *, settings: dict, fields=(), samples=(), mi
     Args:
         df: the study table (metrics.parquet as a DataFrame).
         out_dir: the figures folder.
-        settings: the `figures:` block (score_fields, mode_weights, animation, fps).
+        settings: the `figures:` block (score_fields, mode_weights, sampler_nfe, animation, fps).
         fields: score-field .npz files; samples: samples .npz files.
         mixtures: {dataset: {"means", "stds", "weights"}} of the Gaussian-mixture datasets.
         sigmas: {(dataset, schedule): σ list} (animation frame titles).
@@ -526,6 +627,7 @@ def make_study_figures(df, out_dir, *, settings: dict, fields=(), samples=(), mi
             lambda: sampler_samples_figure(samples, df, mixtures or {}, out_dir),
             lambda: mode_weights_figure(df, mixtures or {}, out_dir),
         ),
+        "sampler_nfe": (lambda: sampler_nfe_figure(df, out_dir),),
     }
     written = []
     for flag, names in FIGURE_NAMES.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from scorebench.study_figures import ANIMATION_NAME, mode_weight_rows, shown_grid_rows
+from scorebench.study_figures import ANIMATION_NAME, NFE_METRICS, mode_weight_rows, sampler_nfe_numbers, shown_grid_rows
 
 SAMPLER_KINDS = {"langevin": "plain Langevin", "annealed_langevin": "annealed Langevin", "pc": "predictor–corrector"}
 
@@ -196,6 +196,95 @@ def mode_weights_section(df, mixtures: dict) -> str:
     return "\n".join(text)
 
 
+# ---------------------------------------------------------------------- samplers at equal NFE
+
+NFE_MATCH = 1.5  # two presets are "at matched NFE" when their NFEs differ by at most this factor
+WINNER_NAMES = {"pc": "predictor–corrector", "annealed": "annealed Langevin", "tie": "neither (within ± sd)"}
+NFE_METRIC_NAMES = {"mode_weight_error": "mode-weight TV error", "mmd_rbf": "MMD²",
+                    "sliced_wasserstein": "sliced W2", "fid": "FID"}  # fmt: skip
+
+
+def matched_nfe_pairs(nums, metric: str) -> list[dict]:
+    """For every predictor–corrector preset of a cell, the best annealed-Langevin preset (lowest mean
+    `metric`) whose NFE is within a factor NFE_MATCH of it; pairs without such a preset are skipped.
+    `winner` is "tie" when the means differ by no more than the seed sds combined (√(sd_pc² + sd_ald²)):
+    a difference the seeds cannot resolve is not a win."""
+    out = []
+    for (ds, sch, obj), cell in nums.groupby(["dataset", "schedule", "objective"]):
+        cell = cell[cell[metric].notna()]
+        ald = cell[cell["sampler_kind"] == "annealed_langevin"]
+        for p in cell[cell["sampler_kind"] == "pc"].sort_values("nfe").to_dict("records"):
+            near = ald[(ald["nfe"] <= p["nfe"] * NFE_MATCH) & (ald["nfe"] * NFE_MATCH >= p["nfe"])]
+            if near.empty:
+                continue
+            a = near.sort_values(metric).iloc[0].to_dict()
+            noise = math.hypot(*(0.0 if math.isnan(v) else v for v in (p.get(metric + "_sd", math.nan),
+                                                                        a.get(metric + "_sd", math.nan))))  # fmt: skip
+            winner = "tie" if abs(p[metric] - a[metric]) <= noise else "pc" if p[metric] < a[metric] else "annealed"
+            out.append({"dataset": ds, "schedule": sch, "objective": obj, "pc": p, "ald": a, "winner": winner})
+    return out
+
+
+def _val(r: dict, m: str) -> str:
+    return fmt(r[m], r.get(m + "_sd", math.nan), int(r.get(m + "_n", 1) or 1))
+
+
+def sampler_nfe_section(df) -> str:
+    nums = sampler_nfe_numbers(df)
+    metrics = [m for m in NFE_METRICS if m in nums and nums[m].notna().any()]
+    text = ["## Annealed Langevin vs predictor–corrector at equal score evaluations\n"]
+    text.append(
+        "`figures/sampler_nfe.png` plots sample quality against the number of score evaluations per sample (NFE) "
+        "for annealed Langevin (NCSN Algorithm 1, one line per step ratio, T steps per level along it; NFE = L·T + 1) "
+        "and the predictor–corrector sampler (Song et al. 2021: a reverse-diffusion predictor and n Langevin "
+        "corrector steps per level; NFE = L·n + L − 1 + 1), with the exact score (`oracle`) and a trained one.\n"
+    )
+    if nums.empty or not metrics:
+        return "\n".join(text + ["The study table has no sample-quality rows with an nfe.\n"])
+    header = ["dataset", "schedule", "objective", "sampler", "family", "NFE"] + [NFE_METRIC_NAMES[m] for m in metrics]
+    rows = [[r["dataset"], r["schedule"], r["objective"], r["sampler"], r["family"], str(r["nfe"]),
+             *[_val(r, m) for m in metrics]] for r in nums.to_dict("records")]  # fmt: skip
+    text.append("Every preset (mean over seeds ± sd):\n")
+    text.append(_md_table(header, rows))
+    findings = []
+    for m in metrics:
+        pairs = matched_nfe_pairs(nums, m)
+        if not pairs:
+            continue
+        name = NFE_METRIC_NAMES[m]
+        text.append(f"Matched NFE on {name} (each PC preset against the best annealed preset within ×{NFE_MATCH:g} "
+                    "of its NFE; lower is better; neither when the means differ by less than their sds "
+                    "combined):\n")  # fmt: skip
+        text.append(_md_table(
+            ["dataset", "objective", "PC preset (NFE)", f"PC {name}", "best annealed (NFE)", f"annealed {name}", "better"],
+            [[q["dataset"], q["objective"], f"{q['pc']['sampler']} ({q['pc']['nfe']})", _val(q["pc"], m),
+              f"{q['ald']['sampler']} ({q['ald']['nfe']})", _val(q["ald"], m),
+              WINNER_NAMES[q["winner"]]] for q in pairs],
+        ))  # fmt: skip
+        for obj in sorted({q["objective"] for q in pairs}, key=lambda o: (o != "oracle", o)):
+            mine = [q for q in pairs if q["objective"] == obj]
+            wins = sum(q["winner"] == "pc" for q in mine)
+            losses = sum(q["winner"] == "annealed" for q in mine)
+            verdict = ("predictor–corrector is better" if wins > losses
+                       else "annealed Langevin is better" if wins < losses else "neither is better")  # fmt: skip
+            low = min(mine, key=lambda q: q["pc"]["nfe"])
+            ties = len(mine) - wins - losses
+            findings.append(
+                f"- {name}, `{obj}`: {verdict} at matched NFE (better: PC in {wins}, annealed in {losses}, neither "
+                f"within ± sd in {ties} of {len(mine)} budgets); at the "
+                f"smallest budget PC `{low['pc']['sampler']}` (NFE {low['pc']['nfe']}) reaches {_val(low['pc'], m)} vs "
+                f"{_val(low['ald'], m)} for annealed `{low['ald']['sampler']}` (NFE {low['ald']['nfe']})."
+            )
+    for (ds, obj), cell in nums.groupby(["dataset", "objective"]):
+        m = metrics[0]
+        best = cell.sort_values(m).iloc[0]
+        findings.append(f"- {ds}, `{obj}`: lowest {NFE_METRIC_NAMES[m]} overall is {_val(best.to_dict(), m)} "
+                        f"(`{best['sampler']}`, {best['family']}, NFE {best['nfe']}).")  # fmt: skip
+    text.append("Findings:\n")
+    text.append("\n".join(findings) + "\n" if findings else "No PC preset has an annealed preset at matched NFE.\n")
+    return "\n".join(text)
+
+
 # ---------------------------------------------------------------------- the whole summary
 
 
@@ -223,6 +312,8 @@ def study_summary(df, *, study: str, settings: dict, mixtures: dict | None = Non
         parts.append(score_fields_section(df))
     if settings.get("mode_weights"):
         parts.append(mode_weights_section(df, mixtures or {}))
+    if settings.get("sampler_nfe"):
+        parts.append(sampler_nfe_section(df))
     if settings.get("animation"):
         frames = f"{n_frames} frames, " if n_frames else ""
         parts.append(

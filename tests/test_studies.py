@@ -59,10 +59,33 @@ def test_study_configs_validate_and_ask_for_their_figures(path):
     assert study.study_figures or study.animations
     if study.figure_settings["score_fields"]:
         assert study.field_cells and any(study.config["schedules"][c.schedule]["kind"] == "none" for c in study.cells)
+    if study.figure_settings["sampler_nfe"]:
+        assert_pc_presets_have_annealed_at_matched_nfe(study)
     if study.figure_settings["mode_weights"]:
         kinds = {s["kind"] for s in study.config["sampling"]["samplers"].values()}
         assert {"langevin", "annealed_langevin"} <= kinds
         assert "oracle" in {o["kind"] for o in study.config["objectives"].values()}
+
+
+def assert_pc_presets_have_annealed_at_matched_nfe(study):
+    """Both sampler families, and every PC preset has an annealed preset within NFE_MATCH of its NFE,
+    the NFE counted by running each preset's sampler (one 2-D chain, score −x) on the study's L levels."""
+    from scorebench.sampling import SAMPLERS
+    from scorebench.summary import NFE_MATCH
+
+    presets = study.config["sampling"]["samplers"]
+    assert {"annealed_langevin", "pc"} <= {p["kind"] for p in presets.values()}
+    for sch in study.config["schedules"].values():
+        sigmas = torch.logspace(1, -1, sch["levels"], dtype=torch.float64)
+        nfe = {}
+        for name, p in presets.items():
+            run = SAMPLERS[p["kind"]](lambda x, s: -x, torch.zeros(1, 2), sigmas, n_steps=p["n_steps"], step_size=0.01,
+                                      generator=torch.Generator().manual_seed(0), denoise=p["denoise"])  # fmt: skip
+            nfe[name] = (p["kind"], run.nfe)
+        ald = [n for k, n in nfe.values() if k == "annealed_langevin"]
+        for kind, n in nfe.values():
+            if kind == "pc":
+                assert any(n / NFE_MATCH <= a <= n * NFE_MATCH for a in ald), (n, sorted(ald))
 
 
 def job_counts(text: str) -> dict:
@@ -292,3 +315,71 @@ def test_study_figures_job_writes_what_the_workflow_expects(tmp_path):
     for name in study.animations:
         assert (out / f"{name}.gif").exists()
     assert "## Score fields" in (tmp_path / "summary.md").read_text()
+
+
+# ---------------------------------------------------------------------- samplers at equal NFE
+
+
+def nfe_table(seed=0):
+    """Sample rows of 3 annealed presets (one step ratio) and 3 PC presets × 2 objectives × 3 seeds.
+    PC's TV error is 0.1 below annealed's at NFE ≈ 10 and 0.1 above it at NFE ≈ 100 and 300, so at
+    matched NFE PC wins one budget of three; names are listed out of NFE order on purpose."""
+    rng = np.random.default_rng(seed)
+    presets = [("ald_c", "annealed_langevin", 301, 0.10), ("ald_a", "annealed_langevin", 11, 0.40),
+               ("ald_b", "annealed_langevin", 101, 0.20), ("pc_z", "pc", 10, 0.30),
+               ("pc_y", "pc", 110, 0.30), ("pc_x", "pc", 310, 0.20)]  # fmt: skip
+    rows = []
+    for seed_ in range(3):
+        for objective in ("dsm", "oracle"):
+            for sampler, kind, nfe, tv in presets:
+                cell = {"study": "s", "dataset": "mix", "schedule": "geom", "objective": objective, "seed": seed_,
+                        "sampler": sampler, "sampler_kind": kind, "sampler_step_size": math.nan,
+                        "sampler_step_ratio": 0.3, "sampler_snr": 0.16, "git_commit": "abc"}  # fmt: skip
+                rows.append({**cell, "metric": "nfe", "value": float(nfe)})
+                rows.append({**cell, "metric": "mode_weight_error", "value": tv + rng.uniform(-0.02, 0.02)})
+                rows.append({**cell, "metric": "mmd_rbf", "value": tv**2 + rng.uniform(-0.001, 0.001)})
+    return pd.DataFrame(rows)
+
+
+def test_sampler_nfe_summary_compares_at_matched_nfe_with_the_tables_numbers():
+    from scorebench.study_figures import sampler_nfe_numbers
+
+    df = nfe_table()
+    nums = sampler_nfe_numbers(df)
+    for r in nums.to_dict("records"):  # each preset's numbers are its own rows (not another preset's)
+        sel = df[(df["sampler"] == r["sampler"]) & (df["objective"] == r["objective"])]
+        assert r["nfe"] == sel[sel["metric"] == "nfe"]["value"].iloc[0]
+        assert r["mode_weight_error"] == pytest.approx(sel[sel["metric"] == "mode_weight_error"]["value"].mean())
+    assert set(nums["family"]) == {"annealed Langevin, step ratio 0.3", "predictor–corrector, snr 0.16"}
+    text = study_summary(df, study="s", settings={"sampler_nfe": True})
+    matched = [r for r in markdown_rows(text, "dataset") if "PC preset (NFE)" in r]
+    assert matched == [], "the first table lists presets"
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| dataset | objective | PC preset (NFE) |"))
+    pairs = markdown_rows("\n".join(lines[start:]), "dataset")
+    assert [(p["objective"], p["PC preset (NFE)"], p["best annealed (NFE)"]) for p in pairs] == [
+        (obj, pc, ald) for obj in ("dsm", "oracle")
+        for pc, ald in (("pc_z (10)", "ald_a (11)"), ("pc_y (110)", "ald_b (101)"), ("pc_x (310)", "ald_c (301)"))
+    ]  # fmt: skip
+    tv = df[df["metric"] == "mode_weight_error"]
+    for p in pairs:
+        sampler = p["PC preset (NFE)"].split()[0]
+        mine = tv[(tv["sampler"] == sampler) & (tv["objective"] == p["objective"])]
+        assert_shows(p["PC mode-weight TV error"], mine["value"])
+    assert [p["better"] for p in pairs[:3]] == ["predictor–corrector", "annealed Langevin", "annealed Langevin"]
+    verdict = "- mode-weight TV error, `oracle`: annealed Langevin is better at matched NFE (better: PC in 1, annealed in 2"
+    assert verdict in text
+    close = df.copy()  # PC within noise of annealed at every budget: no winner
+    tv_rows = close["metric"] == "mode_weight_error"
+    spread = close["seed"].map({0: 0.0, 1: 0.05, 2: -0.05}) + 0.01 * (close["sampler_kind"] == "pc")  # sd 0.05 ≫ 0.01
+    close.loc[tv_rows, "value"] = 0.3 + spread[tv_rows]
+    text = study_summary(close, study="s", settings={"sampler_nfe": True})
+    assert "mode-weight TV error, `dsm`: neither is better at matched NFE" in text
+
+
+def test_sampler_nfe_figure_is_written(tmp_path):
+    from scorebench.study_figures import make_study_figures
+
+    written = make_study_figures(nfe_table(), tmp_path, settings={"sampler_nfe": True})
+    assert [p.name for p in written] == ["sampler_nfe.png", "sampler_nfe.pdf"]
+    assert (tmp_path / "sampler_nfe.png").stat().st_size > 20000  # drawn, not the one-line empty note
