@@ -17,9 +17,9 @@ include: "workflow/rules/common.smk"
 
 # Wildcards match only the study's own preset names, so paths never parse ambiguously.
 wildcard_constraints:
-    dataset="|".join(sorted(config["datasets"])),
-    schedule="|".join(sorted(config["schedules"])),
-    objective="|".join(sorted(config["objectives"])),
+    dataset="|".join(STUDY.preset_names("datasets")),
+    schedule="|".join(STUDY.preset_names("schedules")),
+    objective="|".join(STUDY.preset_names("objectives")),
     sampler="|".join(STUDY.samplers),
     seed=r"\d+",
 

@@ -221,6 +221,10 @@ class Study:
         base = _merge(TRAINING_DEFAULTS, self.config["training"])
         return _merge(base, self.config["datasets"][dataset].get("training"))
 
+    def preset_names(self, table: str) -> list[str]:
+        """Names of the presets under `datasets`, `schedules` or `objectives` (the path wildcards' values)."""
+        return sorted(self.config[table])
+
     @property
     def samplers(self) -> list[str]:
         return sorted(self.config["sampling"]["samplers"])
