@@ -100,6 +100,34 @@ def load_score_model(spec: dict, model_path, dataset, schedule, *, weights: str 
 # ---------------------------------------------------------------------- sample
 
 
+def load_cell_model(spec: dict, model_path, weights: str):
+    """What every job after training starts from: device, dataset, schedule and the cell's score model.
+
+    Returns:
+        (device, dataset, schedule, model in eval mode on device, the model file's dict)
+    """
+    from scorebench.device import resolve_device
+
+    device = resolve_device(spec["training"].get("device", "auto"))
+    dataset = st.build_dataset(spec)
+    schedule = st.build_schedule(spec, dataset)
+    model, ckpt = load_score_model(spec, model_path, dataset, schedule, weights=weights, device=device)
+    return device, dataset, schedule, model, ckpt
+
+
+def score_fn_on(model, device):
+    """`score_fn(x, σ)` for samplers and metrics: the model runs on its device without gradients, in
+    float32, and the score comes back where x lives, in x's dtype."""
+    import torch
+
+    def score_fn(x, s):
+        with torch.no_grad():
+            out = model(x.to(device, torch.float32), s.to(device, torch.float32))
+        return out.to(x.device, x.dtype)
+
+    return score_fn
+
+
 def gpu_hours(wall_s: float, device: dict | None) -> float:
     """Wall hours spent on a GPU (0 on a CPU): the cost column a cluster user budgets with."""
     return float(wall_s) / 3600.0 if (device or {}).get("type") == "cuda" else 0.0
@@ -126,22 +154,16 @@ def sample_job(spec: dict, model_path, out_path) -> dict:
     import numpy as np
     import torch
 
-    from scorebench.device import device_description, resolve_device
+    from scorebench.device import device_description
     from scorebench.sampling import get_sampler
 
-    device = resolve_device(spec["training"].get("device", "auto"))
-    dataset = st.build_dataset(spec)
-    schedule = st.build_schedule(spec, dataset)
     sampling, sampler = spec["sampling"], spec["sampler"]
-    model, _ = load_score_model(spec, model_path, dataset, schedule, weights=sampling["weights"], device=device)
+    device, dataset, schedule, model, _ = load_cell_model(spec, model_path, sampling["weights"])
     run = get_sampler(sampler["kind"])
     eps = st.step_size(sampler, schedule)
     sigmas = schedule.sigmas.to(device=device, dtype=torch.float32)
     g = torch.Generator(device).manual_seed(derive_seed(spec["seed"], "sample", sampler["name"]))
-
-    def score_fn(x, s):
-        return model(x, s)
-
+    score_fn = score_fn_on(model, device)
     n, batch = int(sampling["n_samples"]), int(sampling["batch_size"])
     opts = {"snr": sampler["snr"]} if sampler["kind"] == "pc" else {}
     chunks, nfe, snaps = [], 0, []
@@ -235,13 +257,10 @@ def score_error_job(spec: dict, model_path, out_path) -> None:
     import pandas as pd
     import torch
 
-    from scorebench.device import device_description, resolve_device
+    from scorebench.device import device_description
     from scorebench.metrics.score_error import score_error_rows
 
-    device = resolve_device(spec["training"].get("device", "auto"))
-    dataset = st.build_dataset(spec)
-    schedule = st.build_schedule(spec, dataset)
-    model, ckpt = load_score_model(spec, model_path, dataset, schedule, weights=spec["weights"], device=device)
+    device, dataset, schedule, model, ckpt = load_cell_model(spec, model_path, spec["weights"])
     ev = spec["evaluation"]
     noiseless = bool(schedule.sigmas[-1] == 0)
     sigmas = [float(s) for s in (ev["noiseless_sigmas"] if noiseless else schedule.sigmas.tolist())]
@@ -250,14 +269,8 @@ def score_error_job(spec: dict, model_path, out_path) -> None:
     g = torch.Generator().manual_seed(derive_seed(spec["seed"], "score_error"))
     t0 = time.perf_counter()
     model_sigmas = [0.0] * len(sigmas) if noiseless else None  # a noiseless model only knows σ = 0
-
-    def score_fn(x, s):
-        with torch.no_grad():
-            out = model(x.to(device, torch.float32), s.to(device, torch.float32))
-        return out.to(x.device, x.dtype)
-
     rows = score_error_rows(
-        score_fn, dataset, sigmas, n_points=ev["n_points"], n_bins=ev["n_bins"], grid_size=ev["grid_size"],
+        score_fn_on(model, device), dataset, sigmas, n_points=ev["n_points"], n_bins=ev["n_bins"], grid_size=ev["grid_size"],
         generator=g, model_sigmas=model_sigmas,
     )  # fmt: skip
     extra = {
@@ -332,24 +345,16 @@ def score_field_job(spec: dict, model_path, out_path) -> dict:
     """
     import numpy as np
 
-    from scorebench.device import resolve_device
     from scorebench.metrics.score_error import evaluation_grid
 
-    device = resolve_device(spec["training"].get("device", "auto"))
-    dataset = st.build_dataset(spec)
+    device, dataset, schedule, model, _ = load_cell_model(spec, model_path, spec["weights"])
     if dataset.kind != "toy" or dataset.dim != 2:
         raise ScorebenchError(f"score-field: dataset {spec['dataset']['name']!r} is not a 2-D toy (shape {dataset.shape})")
-    schedule = st.build_schedule(spec, dataset)
-    model, _ = load_score_model(spec, model_path, dataset, schedule, weights=spec["weights"], device=device)
     size = int(spec["field"]["grid_size"])
     grid = evaluation_grid(dataset, size)
     sigmas = [float(s) for s in schedule.sigmas.tolist()]
-
-    def score_fn(x, s):
-        return model(x.to(device), s.to(device)).to("cpu")
-
     t0 = time.perf_counter()
-    arrays = score_field(score_fn, dataset.distribution, grid, sigmas)
+    arrays = score_field(score_fn_on(model, device), dataset.distribution, grid, sigmas)
     cell = {k: spec[k]["name"] for k in ("dataset", "schedule", "objective")}
     meta = {**cell, "seed": int(spec["seed"]), "cell": spec["cell"], "weights": spec["weights"],
             "schedule_kind": spec["schedule"]["kind"], "objective_kind": spec["objective"]["kind"],
