@@ -13,11 +13,13 @@ from torch import nn
 from scorebench.data.mixture import IsotropicGaussianMixture
 from scorebench.errors import ScorebenchError
 from scorebench.models.mlp import ACTIVATIONS, ScoreMLP
+from scorebench.models.ncsn import ScoreNCSN, check_sigmas
 from scorebench.models.oracle import OracleScore
 from scorebench.models.unet import ScoreUNet
 
-# Each entry is a class with a PRESETS table and a check_shape(shape) -> reason-or-None.
-MODELS = {"mlp": ScoreMLP, "unet": ScoreUNet}
+# Each entry is a class with a PRESETS table and a check_shape(shape) -> reason-or-None; a class with
+# NEEDS_SIGMAS = True conditions on the σ level index, so it is built for (and records) one σ list.
+MODELS = {"mlp": ScoreMLP, "ncsn": ScoreNCSN, "unet": ScoreUNet}
 
 def _check_shape(arch: str, shape) -> tuple[int, ...]:
     try:
@@ -74,11 +76,14 @@ def build_model(
     """Build a score network from a preset, with hyper-parameters overridden by name.
 
     Args:
-        arch: a key of MODELS ("mlp" for vectors, any shape flattened; "unet" for (C, H, W)).
+        arch: a key of MODELS ("mlp" for vectors, any shape flattened; "unet" for (C, H, W);
+            "ncsn" for (C, H, W), NCSN's RefineNet).
         shape: per-sample data shape, e.g. (2,) or (1, 28, 28).
         sigmas: the schedule's σ list; checked against `scale_by_sigma` (σ = 0 refused). None skips
-            the check (rebuilding from a checkpoint). The σ embedding never depends on it.
-        preset: a key of the arch's PRESETS (mlp: tiny/small/medium; unet: tiny/small/base).
+            the check (rebuilding an mlp or unet from a checkpoint): their σ embedding never depends
+            on it. ncsn needs it (one conditioning row per level) and keeps it in `.config`.
+        preset: a key of the arch's PRESETS (mlp: tiny/small/medium; unet: tiny/small/base;
+            ncsn: tiny/mnist/cifar10/celeba).
         generator: draws the initial weights (built under a forked CPU RNG seeded from it, so the
             global RNG is untouched). Pass one seeded from the cell's seed; None draws the seed from
             the global RNG (as torch's layers do), so only `torch.manual_seed` makes it repeatable.
@@ -106,10 +111,11 @@ def build_model(
                 f"model {arch!r}: scale_by_sigma divides by σ, but the σ list {s.tolist()[:6]} contains σ <= 0 "
                 "(the `none` schedule); set scale_by_sigma: false"
             )
+    levels = {"sigmas": check_sigmas(sigmas)} if getattr(cls, "NEEDS_SIGMAS", False) else {}
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(_seed_from(generator))
-        model = cls(shape, **hparams)
-    model.config = {"arch": arch, "preset": preset, "shape": list(shape), **hparams}
+        model = cls(shape, **hparams, **levels)
+    model.config = {"arch": arch, "preset": preset, "shape": list(shape), **hparams, **levels}
     return model
 
 
@@ -142,7 +148,8 @@ def model_from_config(config: dict, *, distribution: IsotropicGaussianMixture | 
         raise ScorebenchError(f"model config: missing 'shape' for arch {arch!r}")
     shape = cfg.pop("shape")
     preset = cfg.pop("preset", "tiny")
-    return build_model(arch, shape=shape, sigmas=None, preset=preset, **cfg)
+    sigmas = cfg.pop("sigmas", None)  # only index-conditioned archs (ncsn) record their σ list
+    return build_model(arch, shape=shape, sigmas=sigmas, preset=preset, **cfg)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
@@ -154,6 +161,7 @@ __all__ = [
     "MODELS",
     "OracleScore",
     "ScoreMLP",
+    "ScoreNCSN",
     "ScoreUNet",
     "build_model",
     "build_oracle",
