@@ -2,8 +2,8 @@
 
 Three samplers share one signature,
 `sampler(score_fn, x_init, sigmas, *, n_steps, step_size, generator=None, snapshot_every=0,
-denoise=False, **opts) -> SampleResult(samples, nfe, snapshots)`, so the sample step of the
-workflow never branches on the method:
+denoise=False, clip=None, cuda_graphs="off", **opts) -> SampleResult(samples, nfe, snapshots, graphed)`,
+so the sample step of the workflow never branches on the method:
 
 - `langevin`: plain Langevin dynamics at the smallest level σ_L (σ_L = 0: the data score). It is
   the baseline that shows why annealing is needed: it cannot reweight separated modes.
@@ -14,18 +14,29 @@ workflow never branches on the method:
 All randomness comes from `generator`, device and dtype come from `x_init`, and the loops never
 read values back to the host (the score-evaluation count `nfe` is a Python int), so the same code
 runs unchanged on CPU and GPU, on (B, 2) toy points and (B, C, H, W) images.
+
+The step loop allocates nothing but the score itself: the chain, the noise buffer, the (B,) σ and
+the two step coefficients are device tensors made once and updated in place (`randn(out=)`,
+`addcmul_`), so a step is a fixed sequence of kernels. That is also what lets one step be captured
+as a CUDA graph (`cuda_graphs`) and replayed, which removes the per-kernel launch cost that
+dominates small toy models on a GPU.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, NamedTuple
 
 import torch
 
 from scorebench.errors import ScorebenchError
-from scorebench.tensors import flat_sum
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+CUDA_GRAPH_MODES = ("auto", "on", "off")
+GRAPH_WARMUP_STEPS = 3  # eager runs on a side stream before capture (cuBLAS/cuDNN lazy init)
+
+log = logging.getLogger("scorebench")
 
 
 class SampleResult(NamedTuple):
@@ -36,11 +47,13 @@ class SampleResult(NamedTuple):
         nfe: number of score evaluations (the cost that samplers are compared by).
         snapshots: list of (level_index, step, x on CPU) when `snapshot_every` > 0, else [].
             The first entry is the start (0, 0, x_init); `step` counts updates over all levels.
+        graphed: whether the steps ran as replays of a captured CUDA graph.
     """
 
     samples: torch.Tensor
     nfe: int
     snapshots: list
+    graphed: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -50,47 +63,119 @@ class SampleResult(NamedTuple):
 class _Run:
     """The state every sampler shares: the chain, its noise source, nfe and snapshots.
 
-    Keeping this in one place means each sampler body is only its update rule.
+    Keeping this in one place means each sampler body is only its update rule, written as a step
+    function over the static buffers below: x ← x + drift·s(x, σ) + diffusion·z.
     """
 
-    def __init__(self, score_fn, x_init, sigmas, n_steps, generator, snapshot_every, clip):
+    def __init__(self, score_fn, x_init, sigmas, n_steps, generator, snapshot_every, clip, cuda_graphs="off"):
         if not isinstance(x_init, torch.Tensor) or not x_init.is_floating_point() or x_init.dim() < 2:
             raise ScorebenchError("sampler x_init: need a floating-point tensor of shape (B, *shape)")
         if int(n_steps) < 0:
             raise ScorebenchError(f"sampler n_steps: must be >= 0, got {n_steps}")
         if int(snapshot_every) < 0:
             raise ScorebenchError(f"sampler snapshot_every: must be >= 0 (0 = none), got {snapshot_every}")
+        if cuda_graphs not in CUDA_GRAPH_MODES:
+            raise ScorebenchError(
+                f"sampler cuda_graphs: unknown {cuda_graphs!r}; choose one of {list(CUDA_GRAPH_MODES)}"
+            )
         self.score_fn = score_fn
-        self.x = x_init.detach().clone()
+        self.x = x_init.detach().clone()  # the chain, updated in place from here on
         self.batch = self.x.shape[0]
         self.sigmas64 = _check_sigmas(sigmas)  # float64, on the sigmas' own device, for step-size math
         self.sigmas = self.sigmas64.to(device=self.x.device, dtype=self.x.dtype)
         self.generator = _check_generator(generator, self.x)
         self.snapshot_every = int(snapshot_every)
         self.clip = _check_clip(clip)
+        like = {"device": self.x.device, "dtype": self.x.dtype}
+        self.z = torch.empty_like(self.x)  # the noise buffer
+        self.sigma_b = torch.empty(self.batch, **like)  # σ of the current level as the (B,) models take
+        self.drift = torch.zeros((), **like)  # coefficient of the score in the current step
+        self.diffusion = torch.zeros((), **like)  # coefficient of the noise
+        self.use_graphs = cuda_graphs != "off" and self.x.device.type == "cuda"
+        self.graph_required = cuda_graphs == "on"
+        self.graphs: dict = {}  # step function -> captured graph (None: capture failed, run eagerly)
         self.nfe = 0
         self.step = 0
         self.snapshots: list = []
         if self.snapshot_every:
             self.snapshots.append((0, 0, self.x.to("cpu", copy=True)))
 
-    def sigma_batch(self, level: int) -> torch.Tensor:
-        """σ of one level as the (B,) tensor in x's dtype that score models take."""
-        return self.sigmas[level].expand(self.batch).contiguous()
+    def set_level(self, level: int, drift=None, diffusion=None) -> None:
+        """Point the static σ (and, if given, the step coefficients) at one level: device copies only."""
+        self.sigma_b.copy_(self.sigmas[level].expand(self.batch))
+        for buf, value in ((self.drift, drift), (self.diffusion, diffusion)):
+            if isinstance(value, torch.Tensor):
+                buf.copy_(value)
+            elif value is not None:
+                buf.fill_(float(value))
 
-    def score(self, sigma_b: torch.Tensor) -> torch.Tensor:
-        self.nfe += 1
-        return self.score_fn(self.x, sigma_b)
+    def score(self) -> torch.Tensor:
+        return self.score_fn(self.x, self.sigma_b)
 
     def noise(self) -> torch.Tensor:
-        return torch.randn(self.x.shape, generator=self.generator, device=self.x.device, dtype=self.x.dtype)
+        """Fresh N(0, I) in the preallocated buffer (the same stream as `torch.randn(x.shape)`)."""
+        return torch.randn(self.x.shape, generator=self.generator, out=self.z)
 
-    def update(self, x_new: torch.Tensor, level: int) -> None:
-        """Accept one update: clip if asked, count the step, keep a snapshot when due."""
-        self.x = x_new.clamp(*self.clip) if self.clip is not None else x_new
-        self.step += 1
-        if self.snapshot_every and self.step % self.snapshot_every == 0:
-            self.snapshots.append((level, self.step, self.x.to("cpu", copy=True)))
+    def langevin_step(self) -> None:
+        """x ← x + drift·s(x, σ) + diffusion·z, in place (score first, then noise: the stream order)."""
+        self.x.addcmul_(self.score(), self.drift)
+        self.x.addcmul_(self.noise(), self.diffusion)
+        self.clamp()
+
+    def clamp(self) -> None:
+        if self.clip is not None:
+            self.x.clamp_(*self.clip)
+
+    def repeat(self, step_fn, n: int, level: int) -> None:
+        """Run `step_fn` (one score evaluation, in place) n times, as graph replays where asked."""
+        graph = self._graph(step_fn) if self.use_graphs and n > 0 else None
+        for _ in range(int(n)):
+            if graph is not None:
+                graph.replay()
+            else:
+                step_fn()
+            self.nfe += 1
+            self.step += 1
+            if self.snapshot_every and self.step % self.snapshot_every == 0:
+                self.snapshots.append((level, self.step, self.x.to("cpu", copy=True)))
+
+    def _graph(self, step_fn):
+        """One step captured as a CUDA graph, or None when capture fails (`auto` falls back to eager).
+
+        Warm-up and capture must not move the chain or the random stream: both are saved and put
+        back, so a graphed run draws the same numbers as an eager one (a registered generator's
+        replays advance its offset exactly as the eager calls would).
+        """
+        if step_fn in self.graphs:
+            return self.graphs[step_fn]
+        x_saved, rng_saved = self.x.clone(), self.generator.get_state()
+        graph = None
+        try:
+            side = torch.cuda.Stream(device=self.x.device)
+            side.wait_stream(torch.cuda.current_stream(self.x.device))
+            with torch.cuda.stream(side):
+                for _ in range(GRAPH_WARMUP_STEPS):
+                    step_fn()
+            torch.cuda.current_stream(self.x.device).wait_stream(side)
+            self.x.copy_(x_saved)
+            self.generator.set_state(rng_saved)
+            graph = torch.cuda.CUDAGraph()
+            graph.register_generator_state(self.generator)
+            with torch.cuda.graph(graph):
+                step_fn()
+        except Exception as exc:  # noqa: BLE001 - any capture failure means: run this step eagerly
+            if self.graph_required:
+                raise ScorebenchError(
+                    f"sampler cuda_graphs: 'on' but one step could not be captured ({type(exc).__name__}: {exc}); "
+                    "use auto or off"
+                ) from None
+            log.warning("sampler: CUDA graph capture failed (%s: %s); running eagerly", type(exc).__name__, exc)
+            graph = None
+        torch.cuda.synchronize(self.x.device)
+        self.x.copy_(x_saved)
+        self.generator.set_state(rng_saved)
+        self.graphs[step_fn] = graph
+        return graph
 
     def denoise(self) -> None:
         """Tweedie's step x + σ_L² s(x, σ_L): the posterior mean E[x_0 | x] under p_{σ_L}.
@@ -99,11 +184,13 @@ class _Run:
         final samples carry no visible σ_L noise. Counted in nfe, not as a step.
         """
         last = self.sigmas.shape[0] - 1
-        x_new = self.x + self.sigmas[last] ** 2 * self.score(self.sigma_batch(last))
-        self.x = x_new.clamp(*self.clip) if self.clip is not None else x_new
+        self.set_level(last)
+        self.nfe += 1
+        self.x.addcmul_(self.score(), self.sigmas[last] ** 2)
+        self.clamp()
 
     def result(self) -> SampleResult:
-        return SampleResult(self.x, self.nfe, self.snapshots)
+        return SampleResult(self.x, self.nfe, self.snapshots, any(g is not None for g in self.graphs.values()))
 
 
 def _check_sigmas(sigmas) -> torch.Tensor:
@@ -162,6 +249,7 @@ def langevin(
     snapshot_every: int = 0,
     denoise: bool = False,
     clip=None,
+    cuda_graphs: str = "off",
 ) -> SampleResult:
     """Plain Langevin dynamics x ← x + (ε/2)·s(x, σ) + √ε·z at one level σ = sigmas[-1].
 
@@ -178,16 +266,18 @@ def langevin(
         snapshot_every: keep x every this many steps (0: none).
         denoise: finish with x + σ_L²·s(x, σ_L) (a no-op when σ_L = 0, still one evaluation).
         clip: None or (low, high) to clamp x after every update (e.g. (0, 1) for images).
+        cuda_graphs: "off", "auto" (on CUDA, capture one step as a CUDA graph and replay it; run
+            eagerly if capture fails) or "on" (as auto, but a failed capture is an error). Ignored
+            on CPU. Graph replays draw the same random numbers as eager steps.
 
     Returns:
-        SampleResult(samples, nfe = n_steps (+1 with denoise), snapshots).
+        SampleResult(samples, nfe = n_steps (+1 with denoise), snapshots, graphed).
     """
     eps = _check_step_size(step_size)
-    run = _Run(score_fn, x_init, sigmas, n_steps, generator, snapshot_every, clip)
+    run = _Run(score_fn, x_init, sigmas, n_steps, generator, snapshot_every, clip, cuda_graphs)
     level = run.sigmas.shape[0] - 1
-    sigma_b = run.sigma_batch(level)
-    for _ in range(int(n_steps)):
-        run.update(run.x + 0.5 * eps * run.score(sigma_b) + eps**0.5 * run.noise(), level)
+    run.set_level(level, drift=0.5 * eps, diffusion=eps**0.5)
+    run.repeat(run.langevin_step, n_steps, level)
     if denoise:
         run.denoise()
     return run.result()
@@ -217,6 +307,7 @@ def annealed_langevin(
     snapshot_every: int = 0,
     denoise: bool = False,
     clip=None,
+    cuda_graphs: str = "off",
 ) -> SampleResult:
     """Annealed Langevin dynamics (NCSN, Song & Ermon 2019, Algorithm 1).
 
@@ -225,24 +316,22 @@ def annealed_langevin(
     so mode weights come out right; the optional final denoising step follows NCSNv2.
 
     Args:
-        score_fn, x_init, generator, snapshot_every, clip: as in `langevin`.
+        score_fn, x_init, generator, snapshot_every, clip, cuda_graphs: as in `langevin`.
         sigmas: (L,) descending levels (σ_L = 0 allowed: then α_i = ε at every level).
         n_steps: T, steps per level.
         step_size: ε, the step at the smallest level.
         denoise: finish with x + σ_L²·s(x, σ_L).
 
     Returns:
-        SampleResult(samples, nfe = L·T (+1 with denoise), snapshots).
+        SampleResult(samples, nfe = L·T (+1 with denoise), snapshots, graphed).
     """
     alphas = annealed_step_sizes(sigmas, step_size)
-    run = _Run(score_fn, x_init, sigmas, n_steps, generator, snapshot_every, clip)
+    run = _Run(score_fn, x_init, sigmas, n_steps, generator, snapshot_every, clip, cuda_graphs)
     alphas = alphas.to(device=run.x.device, dtype=run.x.dtype)
-    noise_scales = alphas.sqrt()
+    half_alphas, noise_scales = 0.5 * alphas, alphas.sqrt()  # every level's coefficients, made once
     for level in range(run.sigmas.shape[0]):
-        sigma_b = run.sigma_batch(level)
-        half_alpha, noise_scale = 0.5 * alphas[level], noise_scales[level]
-        for _ in range(int(n_steps)):
-            run.update(run.x + half_alpha * run.score(sigma_b) + noise_scale * run.noise(), level)
+        run.set_level(level, drift=half_alphas[level], diffusion=noise_scales[level])
+        run.repeat(run.langevin_step, n_steps, level)
     if denoise:
         run.denoise()
     return run.result()
@@ -260,6 +349,7 @@ def pc(
     snapshot_every: int = 0,
     denoise: bool = False,
     clip=None,
+    cuda_graphs: str = "off",
     snr: float = 0.16,
 ) -> SampleResult:
     """Predictor–corrector sampling of the variance-exploding SDE (Song et al. 2021, Alg. 2 & 4).
@@ -274,7 +364,7 @@ def pc(
     which vanishes at the modes; a step shared by the whole batch keeps p stationary.
 
     Args:
-        score_fn, x_init, generator, snapshot_every, clip: as in `langevin`; start from the VE prior
+        score_fn, x_init, generator, snapshot_every, clip, cuda_graphs: as in `langevin`; start from the VE prior
             N(0, σ_1² I) (see `initial_samples(kind="gaussian")`).
         sigmas: (L,) descending levels, σ_L > 0 for the corrector (the SNR step needs a score).
         n_steps: corrector steps per level (0: none).
@@ -283,29 +373,38 @@ def pc(
         snr: target signal-to-noise ratio r of the corrector (0.16 for CIFAR-10 in Song et al. 2021).
 
     Returns:
-        SampleResult(samples, nfe = L·n_steps + (L − 1) (+1 with denoise), snapshots); a step is
+        SampleResult(samples, nfe = L·n_steps + (L − 1) (+1 with denoise), snapshots, graphed); a step is
         any corrector or predictor update.
     """
     if not float(snr) > 0:
         raise ScorebenchError(f"sampler snr: must be > 0, got {snr}")
-    run = _Run(score_fn, x_init, sigmas, n_steps, generator, snapshot_every, clip)
+    run = _Run(score_fn, x_init, sigmas, n_steps, generator, snapshot_every, clip, cuda_graphs)
     s64 = run.sigmas64
     drops = (s64[:-1] ** 2 - s64[1:] ** 2).to(device=run.x.device, dtype=run.x.dtype)  # σ_i² − σ_{i+1}²
     drop_scales = drops.sqrt()
     snr2x2 = 2.0 * float(snr) ** 2
+    tiny = torch.finfo(run.x.dtype).tiny
+
+    def corrector_step():
+        # ε = 2 (r ‖z‖ / ‖s‖)², norms averaged over the batch; drift ε, diffusion √(2ε)
+        grad = run.score()
+        z = run.noise()
+        grad_norm = torch.linalg.vector_norm(grad.reshape(run.batch, -1), dim=1).mean()
+        noise_norm = torch.linalg.vector_norm(z.reshape(run.batch, -1), dim=1).mean()
+        torch.div(noise_norm, grad_norm.clamp_min_(tiny), out=run.drift)
+        run.drift.square_().mul_(snr2x2)
+        torch.mul(run.drift, 2.0, out=run.diffusion).sqrt_()
+        run.x.addcmul_(grad, run.drift)
+        run.x.addcmul_(z, run.diffusion)
+        run.clamp()
+
     levels = run.sigmas.shape[0]
     for level in range(levels):
-        sigma_b = run.sigma_batch(level)
-        for _ in range(int(n_steps)):  # corrector
-            grad = run.score(sigma_b)
-            z = run.noise()
-            grad_norm = flat_sum(grad**2).sqrt().mean()
-            noise_norm = flat_sum(z**2).sqrt().mean()
-            eps = snr2x2 * (noise_norm / grad_norm.clamp_min(torch.finfo(grad.dtype).tiny)) ** 2
-            run.update(run.x + eps * grad + (2.0 * eps).sqrt() * z, level)
+        run.set_level(level)
+        run.repeat(corrector_step, n_steps, level)
         if level + 1 < levels:  # predictor to the next level
-            grad = run.score(sigma_b)
-            run.update(run.x + drops[level] * grad + drop_scales[level] * run.noise(), level)
+            run.set_level(level, drift=drops[level], diffusion=drop_scales[level])
+            run.repeat(run.langevin_step, 1, level)
     if denoise:
         run.denoise()
     return run.result()

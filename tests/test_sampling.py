@@ -230,6 +230,65 @@ def test_snapshots_every_k_steps(gen):
 
 
 # ---------------------------------------------------------------------------------------------
+# the in-place loop against the update rules written out
+
+
+def reference_chain(name, score, x, sigmas, T, eps, g, snr=0.16, clip=(-4.0, 4.0)):
+    """Each sampler's update rule in plain out-of-place torch, drawing z = randn(x.shape) from `g`
+    after each score evaluation (the documented stream order), then the denoising step."""
+    s = [float(v) for v in sigmas]
+    x = x.clone()
+
+    def step(x, sigma, drift, diffusion, z=None):
+        grad = score(x, torch.full((x.shape[0],), sigma))
+        z = torch.randn(x.shape, generator=g) if z is None else z
+        return (x + drift * grad + diffusion * z).clamp(*clip)
+
+    if name == "langevin":
+        for _ in range(T):
+            x = step(x, s[-1], 0.5 * eps, eps**0.5)
+    elif name == "annealed_langevin":
+        for sig in s:
+            alpha = eps * sig**2 / s[-1] ** 2
+            for _ in range(T):
+                x = step(x, sig, 0.5 * alpha, alpha**0.5)
+    else:
+        for i, sig in enumerate(s):
+            for _ in range(T):
+                grad = score(x, torch.full((x.shape[0],), sig))
+                z = torch.randn(x.shape, generator=g)
+                e = 2 * (snr * z.flatten(1).norm(dim=1).mean() / grad.flatten(1).norm(dim=1).mean()) ** 2
+                x = (x + e * grad + (2 * e) ** 0.5 * z).clamp(*clip)
+            if i + 1 < len(s):
+                drop = sig**2 - s[i + 1] ** 2
+                x = step(x, sig, drop, drop**0.5)
+    return (x + s[-1] ** 2 * score(x, torch.full((x.shape[0],), s[-1]))).clamp(*clip)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_in_place_loop_matches_the_update_rule(name):
+    """Same generator, same numbers: the preallocated, in-place loop is the textbook recursion (up to
+    float32 rounding: addcmul fuses a multiply-add), on the same random stream."""
+    mix = gmm_2mode_mixture()
+    score = lambda x, s: mix.score(x, s)  # noqa: E731
+    sigmas = [6.0, 2.0, 0.7]
+    x0 = initial_samples((2,), 500, "uniform", low=-8.0, high=8.0, generator=torch.Generator().manual_seed(3))
+    got = SAMPLERS[name](
+        score, x0, sigmas, n_steps=15, step_size=0.05, generator=torch.Generator().manual_seed(7),
+        denoise=True, clip=(-4.0, 4.0), cuda_graphs="auto",  # graphs fall back silently on a CPU
+    )  # fmt: skip
+    want = reference_chain(name, score, x0, sigmas, 15, 0.05, torch.Generator().manual_seed(7))
+    assert not got.graphed
+    assert torch.allclose(got.samples, want, rtol=0, atol=1e-4), (got.samples - want).abs().max()
+    assert not torch.allclose(got.samples, x0, atol=0.1)  # the chains moved
+
+
+def test_bad_cuda_graph_mode(gen):
+    with pytest.raises(ScorebenchError, match="cuda_graphs"):
+        langevin(lambda x, s: -x, torch.zeros(4, 2), [1.0], n_steps=1, step_size=0.1, generator=gen, cuda_graphs="yes")
+
+
+# ---------------------------------------------------------------------------------------------
 # shapes, determinism, inputs
 
 
