@@ -10,12 +10,18 @@ from __future__ import annotations
 import os
 import platform
 from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 
 import torch
 
 from scorebench.errors import ScorebenchError
 
 AMP_MODES = ("auto", "bf16", "off")
+# Each part of the trainer's fast path is a switch: "auto" picks the fast choice where it is safe.
+SWITCH_MODES = ("auto", "on", "off")
+# The training set stays on the GPU (auto) when it takes at most this share of the free memory;
+# the rest is left for activations, which for image nets at batch 128 are several GiB.
+RESIDENT_FRACTION = 0.25
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -68,6 +74,108 @@ def autocast(device: torch.device, amp: str = "auto"):
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on CPU): for timings, never inside a training step."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def amp_dtype(device: torch.device, amp: str = "auto") -> str:
+    """The precision `autocast(device, amp)` computes in: "bf16" or "fp32"."""
+    on = amp == "bf16" or (amp == "auto" and torch.device(device).type == "cuda")
+    return "bf16" if on else "fp32"
+
+
+def switch_mode(value):
+    """A switch as "auto" | "on" | "off"; YAML 1.1 reads unquoted on/off as booleans, so True/False
+    mean on/off. Anything else comes back unchanged (the caller names the field in its error)."""
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    return value
+
+
+def _switch(mode: str, auto: bool) -> bool:
+    return auto if mode == "auto" else mode == "on"
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """The trainer's fast path as resolved for one run (what actually ran, for provenance).
+
+    Attributes:
+        compile: the training forward goes through `torch.compile`.
+        channels_last: model and image batches are NHWC (tensor cores read it without transposes).
+        adam: "fused" (torch's, one kernel for all tensors), "foreach" (scorebench.optim's, a few
+            multi-tensor kernels) or "loop" (torch's plain single-tensor Adam); see optim.make_adam.
+        data_on_device: the training set is resident on the device (else each batch is gathered
+            on the host into pinned memory and copied with non_blocking).
+        precision: "bf16" (autocast) or "fp32".
+    """
+
+    compile: bool
+    channels_last: bool
+    adam: str
+    data_on_device: bool
+    precision: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_fast_path(
+    device: torch.device,
+    *,
+    compile: str = "auto",
+    channels_last: str = "auto",
+    fused_adam: str = "auto",
+    data_on_device: str = "auto",
+    amp: str = "auto",
+    sample_dim: int = 2,
+    data_bytes: int = 0,
+) -> FastPath:
+    """Turn the switches (auto | on | off) into what a run on `device` does.
+
+    auto means: compile on CUDA (on CPU it needs a C++ toolchain and pays off only for large nets);
+    channels_last for 4-D image batches on CUDA; fused Adam on CUDA, foreach on CPU; the data set
+    on the GPU when it takes at most RESIDENT_FRACTION of the free memory; bf16 on CUDA (`autocast`).
+    "on" forces a part wherever it applies (channels_last only exists for 4-D batches); on the CPU
+    the data set is always resident (host memory is the device's memory).
+
+    Args:
+        device: where the run computes.
+        compile, channels_last, fused_adam, data_on_device: "auto" | "on" | "off" (booleans allowed).
+        amp: "auto" | "bf16" | "off".
+        sample_dim: dimensions of one batch (2 for vectors, 4 for (B, C, H, W) images).
+        data_bytes: size of the training set, for the fits-in-memory test.
+    """
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    modes = {"compile": compile, "channels_last": channels_last, "fused_adam": fused_adam,
+             "data_on_device": data_on_device}  # fmt: skip
+    for name, mode in modes.items():
+        if switch_mode(mode) not in SWITCH_MODES:
+            raise ScorebenchError(f"train.{name}: must be one of {list(SWITCH_MODES)}, got {mode!r}")
+    modes = {k: switch_mode(v) for k, v in modes.items()}
+    if modes["fused_adam"] == "auto":
+        adam = "fused" if cuda else "foreach"
+    else:
+        adam = "fused" if modes["fused_adam"] == "on" else "loop"
+    resident = True
+    if cuda and modes["data_on_device"] != "on":
+        free, _ = torch.cuda.mem_get_info(device)
+        resident = modes["data_on_device"] == "auto" and data_bytes <= RESIDENT_FRACTION * free
+    return FastPath(
+        compile=_switch(modes["compile"], cuda),
+        channels_last=sample_dim == 4 and _switch(modes["channels_last"], cuda),
+        adam=adam,
+        data_on_device=resident,
+        precision=amp_dtype(device, amp),
+    )
 
 
 def _cpu_model() -> str:

@@ -10,6 +10,16 @@ Reproducibility: every random draw of the loop comes from one `torch.Generator` 
 saved in the checkpoint, so a job killed after checkpoint k and resumed reaches exactly the
 parameters of an uninterrupted run (bit-equal on CPU).
 
+Fast path (each part a `TrainSettings` switch, resolved by `scorebench.device.resolve_fast_path`
+and recorded in model.pt's `device.fast_path`): bf16 autocast, `torch.compile` of the training
+forward (the compiled wrapper shares the model's parameters, so checkpoints do not depend on it; a
+compile that fails at the first step, e.g. the double backward that exact/sliced losses need, warns
+once and the step is redone in eager mode), channels_last image batches, fused Adam, the data set
+resident on the GPU, device-side loss accumulators read only at log steps, a foreach EMA. None of
+these shapes the trajectory's meaning, so a checkpoint resumes under any of them. On CUDA the
+minibatch indices come from a CPU generator of their own (saved as `index_rng`), so a data set kept
+on the host needs no device-to-host read per step; on the CPU the loop's one generator draws them.
+
 Preemption: on SIGUSR1 or SIGTERM (SLURM's time-limit warning, `scancel`, a preempting job) the
 loop finishes its current step, writes the resume checkpoint and stops with `Preempted`, so the
 rerun that SLURM's requeue or Snakemake's retries start loses no work.
@@ -34,8 +44,12 @@ import torch
 from tqdm import tqdm
 
 from scorebench.checkpoint import load_checkpoint, load_states, require_same, save_atomic
-from scorebench.device import AMP_MODES, autocast, device_description, resolve_device
+from scorebench.device import (
+    AMP_MODES, SWITCH_MODES, FastPath, autocast, device_description, resolve_device, resolve_fast_path,
+    switch_mode, synchronize,
+)
 from scorebench.errors import Preempted, ScorebenchError
+from scorebench.optim import make_adam, set_implementation
 
 logger = logging.getLogger("scorebench")
 
@@ -47,12 +61,15 @@ CHECKPOINT_KEYS = ("model", "ema", "optimizer", "step", "settings", "model_confi
 MODEL_KEYS = ("model", "ema", "model_config", "step", "settings", "sigmas")
 
 # Settings that shape the parameter trajectory: a resumed run must share them with its checkpoint.
-# steps, logging, checkpoint cadence, device, amp and progress may change between segments.
+# steps, logging, checkpoint cadence, device, progress and the fast path (amp, compile, channels_last,
+# fused_adam, data_on_device) may change between segments.
 TRAJECTORY_FIELDS = ("batch_size", "lr", "beta1", "ema_decay", "grad_clip", "seed", "warmup")
 
 # Signals that ask a run to checkpoint and stop: SLURM sends SIGTERM on scancel, preemption and at
 # the time limit, and the signal chosen with `sbatch --signal` (e.g. USR1) as an earlier warning.
 STOP_SIGNALS = ("SIGUSR1", "SIGTERM")
+
+FAST_SWITCHES = ("compile", "channels_last", "fused_adam", "data_on_device")
 
 
 @dataclass
@@ -73,6 +90,10 @@ class TrainSettings:
         amp: "auto" (bf16 on CUDA, fp32 on CPU) | "bf16" | "off".
         progress: show a tqdm bar on stderr.
         warmup: steps of linear learning-rate warm-up (0: none).
+        compile: "auto" (on for CUDA, off on CPU) | "on" | "off": torch.compile the training forward.
+        channels_last: "auto" (on for 4-D image batches on CUDA) | "on" (any 4-D batch) | "off".
+        fused_adam: "auto" (fused on CUDA, foreach on CPU) | "on" (fused) | "off" (for-loop Adam).
+        data_on_device: "auto" (resident on the GPU when it fits) | "on" | "off" (pinned host batches).
     """
 
     steps: int
@@ -88,6 +109,10 @@ class TrainSettings:
     amp: str = "auto"
     progress: bool = True
     warmup: int = 0
+    compile: str = "auto"
+    channels_last: str = "auto"
+    fused_adam: str = "auto"
+    data_on_device: str = "auto"
 
     def __post_init__(self):
         def need(ok: bool, field: str, valid: str) -> None:
@@ -105,6 +130,9 @@ class TrainSettings:
         need(_is_int(self.seed), "seed", "an integer")
         need(_is_int(self.warmup) and self.warmup >= 0, "warmup", "an integer >= 0")
         need(self.amp in AMP_MODES, "amp", f"one of {list(AMP_MODES)}")
+        for field in FAST_SWITCHES:
+            setattr(self, field, switch_mode(getattr(self, field)))
+            need(getattr(self, field) in SWITCH_MODES, field, f"one of {list(SWITCH_MODES)}")
 
     def as_dict(self) -> dict:
         """Plain dict (numbers, strings, None) for checkpoints loaded with weights_only=True."""
@@ -249,7 +277,57 @@ def _write_log(path: Path, records: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def _resume(ckpt_path, model, ema, opt, gen, config, settings, schedule, device):
+def _minibatches(x_all: torch.Tensor, batch: int, device: torch.device, fast: FastPath, index_gen):
+    """A function drawing one training minibatch (B, *shape) on `device`, indices uniform with replacement.
+
+    On CUDA the indices come from the CPU `index_gen`: a resident data set is indexed with a
+    pinned, non_blocking copy of them, a host data set is gathered into pinned memory and copied
+    with non_blocking, so neither reads anything back from the GPU (the loop stays sync-free).
+    Pinned buffers come from torch's caching host allocator, which reuses one only after its copy ran.
+    """
+    n_data, shape = x_all.shape[0], tuple(x_all.shape[1:])
+    layout = torch.channels_last if fast.channels_last else torch.contiguous_format
+    if device.type == "cpu":
+        x_cpu = x_all.contiguous(memory_format=layout)
+
+        def gather() -> torch.Tensor:
+            return x_cpu[torch.randint(n_data, (batch,), generator=index_gen)]
+
+    elif fast.data_on_device:
+        x_dev = x_all.to(device).contiguous(memory_format=layout)
+
+        def gather() -> torch.Tensor:
+            idx = torch.randint(n_data, (batch,), generator=index_gen, pin_memory=True)
+            return x_dev[idx.to(device, non_blocking=True)]
+
+    else:
+        x_host = x_all.cpu().contiguous()
+
+        def gather() -> torch.Tensor:
+            idx = torch.randint(n_data, (batch,), generator=index_gen)
+            staged = torch.index_select(x_host, 0, idx, out=torch.empty((batch, *shape), pin_memory=True))
+            return staged.to(device, non_blocking=True)
+
+    return lambda: gather().contiguous(memory_format=layout)  # a no-op where the layout already holds
+
+
+def _rng_states(gen, index_gen) -> tuple:
+    return gen.get_state(), index_gen.get_state(), torch.get_rng_state()
+
+
+def _set_rng_states(gen, index_gen, states) -> None:
+    gen.set_state(states[0])
+    index_gen.set_state(states[1])
+    torch.set_rng_state(states[2])
+
+
+def _one_line(exc: Exception) -> str:
+    """An exception as one short line (compiler errors span pages)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def _resume(ckpt_path, model, ema, opt, gen, index_gen, config, settings, schedule, device):
     """Restore model, EMA, optimiser and RNG states in place; refuse a checkpoint of another run.
 
     Returns:
@@ -277,6 +355,13 @@ def _resume(ckpt_path, model, ema, opt, gen, config, settings, schedule, device)
             f"checkpoint {ckpt_path} holds a random-number state of another device type; resume it on the "
             f"device it was written on, or delete it to retrain from scratch (this run: {device})"
         ) from None
+    if index_gen is not gen:
+        if "index_rng" not in ck:
+            raise ScorebenchError(
+                f"checkpoint {ckpt_path} holds no index_rng (the minibatch stream of a CUDA run; it was "
+                "written by an older scorebench): delete it to retrain from scratch"
+            )
+        index_gen.set_state(ck["index_rng"])
     torch.set_rng_state(ck["torch_rng"])
     if device.type == "cuda" and "cuda_rng" in ck:
         torch.cuda.set_rng_state(ck["cuda_rng"], device)
@@ -297,7 +382,9 @@ def train(model, loss_fn, data, schedule, settings: TrainSettings, out_dir) -> T
 
     Returns:
         A `TrainResult`. Side effects: `out_dir/model.pt` = {model, ema, model_config, step, settings,
-        sigmas, weights, wall_s (training wall time), device}, written atomically.
+        sigmas, weights, wall_s (training wall time), device (with `fast_path`: what the last
+        segment ran, compile_s and any compile_error)}, written atomically. Log lines of a window
+        that compiled carry `compile_s`; that step is left out of `steps_per_s`.
 
     Raises:
         Preempted: SIGUSR1 or SIGTERM arrived; the checkpoint of the last finished step is written
@@ -313,8 +400,13 @@ def train(model, loss_fn, data, schedule, settings: TrainSettings, out_dir) -> T
     x_all = getattr(data, "train", data)
     if not torch.is_tensor(x_all) or x_all.dim() < 2 or x_all.shape[0] < 1:
         raise ScorebenchError("train: data must be a (N, ...) tensor or a Dataset with N >= 1 training samples")
-    x_all = x_all.to(device=device, dtype=torch.float32)
-    n_data, batch = x_all.shape[0], settings.batch_size
+    x_all = x_all.to(dtype=torch.float32)
+    fast = resolve_fast_path(
+        device, compile=settings.compile, channels_last=settings.channels_last, fused_adam=settings.fused_adam,
+        data_on_device=settings.data_on_device, amp=settings.amp, sample_dim=x_all.dim(),
+        data_bytes=x_all.numel() * x_all.element_size(),
+    )  # fmt: skip
+    batch = settings.batch_size
     sigmas = schedule.sigmas.to(device=device, dtype=torch.float32)
     weights = schedule.weights.to(device=device, dtype=torch.float32)
     levels = sigmas.numel()
@@ -323,18 +415,25 @@ def train(model, loss_fn, data, schedule, settings: TrainSettings, out_dir) -> T
         logger.warning("train: the model has no .config dict; model.pt will not be able to rebuild it")
 
     model.to(device).train()
+    if fast.channels_last:
+        model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     params = [p for p in model.parameters() if p.requires_grad]
-    # foreach: a handful of multi-tensor kernels instead of a Python loop per tensor (CPU default)
-    opt = torch.optim.Adam(params, lr=settings.lr, betas=(settings.beta1, 0.999), eps=1e-8, foreach=True)
+    # fused (CUDA) or foreach (CPU): one or a handful of kernels instead of a Python loop per tensor
+    opt = make_adam(params, lr=settings.lr, beta1=settings.beta1, kind=fast.adam)
     ema_step = _ema_pairs(ema, model)
     gen = torch.Generator(device=device).manual_seed(settings.seed)
+    index_gen = gen if device.type == "cpu" else torch.Generator().manual_seed(settings.seed)
+    draw_batch = _minibatches(x_all, batch, device, fast, index_gen)
+    # the compiled wrapper holds `model` itself: parameters, state_dict and checkpoints are the eager model's
+    forward = torch.compile(model) if fast.compile else model
 
     step, history, wall_before, resumed_from, window = 0, [], 0.0, None, None
     if ckpt_path.exists():
         step, history, wall_before, window = _resume(
-            ckpt_path, model, ema, opt, gen, config, settings, schedule, device
+            ckpt_path, model, ema, opt, gen, index_gen, config, settings, schedule, device
         )
+        set_implementation(opt, fast.adam)  # the saved state names the implementation that wrote it
         resumed_from = step
         _write_log(log_path, history)
         message = f"resumed from step {step} ({ckpt_path})"
@@ -355,6 +454,8 @@ def train(model, loss_fn, data, schedule, settings: TrainSettings, out_dir) -> T
         level_count.copy_(window["level_count"])
         window_sum.copy_(window["loss_sum"])
         window_steps = int(window["steps"])
+    # steps_per_s counts only steps timed in this segment, after compilation
+    timed_steps, compile_s, compile_error, window_compile_s = 0, None, None, None
     t_start = t_window = time.perf_counter()
 
     def wall() -> float:
@@ -394,11 +495,26 @@ def train(model, loss_fn, data, schedule, settings: TrainSettings, out_dir) -> T
                 "steps": window_steps,
             },
         }
+        if index_gen is not gen:
+            state["index_rng"] = index_gen.get_state()
         if device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
         save_atomic(state, ckpt_path)
 
-    logger.info("training on %s for steps %d..%d", device, step, settings.steps)
+    def forward_backward(net):
+        """One step's draws, loss and backward; returns (levels, per-sample loss, mean loss)."""
+        x = draw_batch()
+        level = torch.randint(levels, (batch,), generator=gen, device=device)
+        with autocast(device, settings.amp):
+            per_sample = loss_fn(net, x, sigmas[level], weights[level], generator=gen)
+        if per_sample.shape != (batch,):
+            raise ScorebenchError(f"train: loss_fn returned shape {tuple(per_sample.shape)}, expected ({batch},)")
+        per_sample = per_sample.float()
+        loss = per_sample.mean()
+        loss.backward()
+        return level, per_sample, loss
+
+    logger.info("training on %s for steps %d..%d (fast path %s)", device, step, settings.steps, fast.as_dict())
     bar = tqdm(
         total=settings.steps, initial=step, disable=not settings.progress, file=sys.stderr, desc="train", leave=False,
         mininterval=0.1 if sys.stderr.isatty() else 30.0,  # a rule's log file gets a line every 30 s, not a flood
@@ -409,16 +525,26 @@ def train(model, loss_fn, data, schedule, settings: TrainSettings, out_dir) -> T
             lr = get_lr(step, settings)
             for group in opt.param_groups:
                 group["lr"] = lr
-            idx = torch.randint(n_data, (batch,), generator=gen, device=device)
-            level = torch.randint(levels, (batch,), generator=gen, device=device)
-            x = x_all[idx]
-            with autocast(device, settings.amp):
-                per_sample = loss_fn(model, x, sigmas[level], weights[level], generator=gen)
-            if per_sample.shape != (batch,):
-                raise ScorebenchError(f"train: loss_fn returned shape {tuple(per_sample.shape)}, expected ({batch},)")
-            per_sample = per_sample.float()
-            loss = per_sample.mean()
-            loss.backward()
+            if forward is not model and compile_s is None:  # the segment's first step compiles
+                rng = _rng_states(gen, index_gen)
+                t0 = time.perf_counter()
+                try:
+                    level, per_sample, loss = forward_backward(forward)
+                except ScorebenchError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - any compiler failure: the eager model still works
+                    compile_error = _one_line(exc)
+                    logger.warning("train: torch.compile failed at the first step (%s); continuing in eager mode",
+                                   compile_error)  # fmt: skip
+                    _set_rng_states(gen, index_gen, rng)
+                    opt.zero_grad(set_to_none=True)
+                    forward = model
+                    level, per_sample, loss = forward_backward(forward)
+                synchronize(device)  # once per segment: the compile step's time is all its own
+                compile_s = window_compile_s = time.perf_counter() - t0
+                t_window, timed_steps = time.perf_counter(), -1  # -1: this step is not timed
+            else:
+                level, per_sample, loss = forward_backward(forward)
             step += 1
             is_log = step % settings.log_every == 0 or step == settings.steps
             if settings.grad_clip is not None:
@@ -437,6 +563,7 @@ def train(model, loss_fn, data, schedule, settings: TrainSettings, out_dir) -> T
                 window_sum.add_(loss.detach())
                 first_bad.copy_(torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad))
             window_steps += 1
+            timed_steps += 1
             bar.update(1)
 
             if is_log:
@@ -452,9 +579,11 @@ def train(model, loss_fn, data, schedule, settings: TrainSettings, out_dir) -> T
                     "sigma_levels": schedule.sigmas.tolist(),
                     "lr": lr,
                     "grad_norm": float(grad_norm.item()),
-                    "steps_per_s": window_steps / max(now - t_window, 1e-12),
+                    "steps_per_s": timed_steps / max(now - t_window, 1e-12) if timed_steps > 0 else None,
                     "wall_s": wall(),
                 }
+                if window_compile_s is not None:  # this window held the compiling step (excluded above)
+                    record["compile_s"], window_compile_s = window_compile_s, None
                 history.append(record)
                 with open(log_path, "a", encoding="utf-8") as f:
                     f.write(json.dumps(record) + "\n")
@@ -462,7 +591,7 @@ def train(model, loss_fn, data, schedule, settings: TrainSettings, out_dir) -> T
                 level_sum.zero_()
                 level_count.zero_()
                 window_sum.zero_()
-                window_steps, t_window = 0, time.perf_counter()
+                window_steps, timed_steps, t_window = 0, 0, time.perf_counter()
             if step % settings.checkpoint_every == 0 or step == settings.steps or stop.requested:
                 check_finite("params")  # never write a non-finite state over the last good one
                 save_checkpoint()
@@ -480,6 +609,7 @@ def train(model, loss_fn, data, schedule, settings: TrainSettings, out_dir) -> T
     if settings.ema_decay == 0:
         ema_step(0.0)
     wall_s = wall()
+    ran = dataclasses.replace(fast, compile=forward is not model).as_dict()
     save_atomic(
         {
             "model": model.state_dict(),
@@ -490,10 +620,12 @@ def train(model, loss_fn, data, schedule, settings: TrainSettings, out_dir) -> T
             "sigmas": schedule.sigmas.detach().cpu().double(),
             "weights": schedule.weights.detach().cpu().double(),
             "wall_s": wall_s,
-            "device": device_description(device),
+            # what this (last) segment ran: results carry it in their train_device column
+            "device": {**device_description(device),
+                       "fast_path": {**ran, "compile_s": compile_s, "compile_error": compile_error}},
         },
         out_dir / MODEL_NAME,
-    )
+    )  # fmt: skip
     logger.info("wrote %s (step %d, %.1f s)", out_dir / MODEL_NAME, step, wall_s)
     return TrainResult(step, wall_s, final_loss, resumed_from, str(device))
 
