@@ -25,6 +25,12 @@ def cmd_train(args):
     train_job(_spec(args), args.out_dir)
 
 
+def cmd_train_pack(args):
+    from scorebench.jobs import train_pack_job
+
+    train_pack_job(_spec(args), args.out_dir, args.resume_dir)
+
+
 def cmd_sample(args):
     from scorebench.jobs import sample_job
 
@@ -97,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = verb("train", cmd_train, "train one cell's score network (resumes from a checkpoint)")
     sp.add_argument("--spec", required=True, help="cell spec JSON (or @file)")
     sp.add_argument("--out-dir", required=True, help="folder for model.pt, checkpoint.pt, train_log.jsonl")
+
+    sp = verb("train-pack", cmd_train_pack, "train the cells of a pack (training.pack) in one process")
+    sp.add_argument("--spec", required=True, help="pack spec JSON (or @file)")
+    sp.add_argument("--out-dir", required=True, help="folder for each member's model.pt and train_log.jsonl")
+    sp.add_argument("--resume-dir", required=True, help="folder for the pack's resume checkpoint (not an output)")
 
     sp = verb("sample", cmd_sample, "draw samples from a trained cell with one sampler")
     sp.add_argument("--spec", required=True)

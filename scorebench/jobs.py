@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
 from scorebench import study as st
+from scorebench.clock import log_ready
 from scorebench.errors import ScorebenchError
-from scorebench.results import provenance, tidy_rows, write_json, write_npz, write_table, write_text
+from scorebench.results import atomic_path, provenance, tidy_rows, write_json, write_npz, write_table, write_text
 
 log = logging.getLogger("scorebench")
 
@@ -58,8 +60,34 @@ def train_job(spec: dict, out_dir) -> dict:
     loss_fn = st.build_loss(spec)
     settings = st.train_settings(spec)
     discard_foreign_checkpoint(out_dir, spec)
+    log_ready(log, "training")
     result = train(model, loss_fn, dataset.train, schedule, settings, out_dir)
     return {"step": result.step, "wall_s": result.wall_s}
+
+
+def train_pack_job(spec: dict, out_dir, resume_dir) -> dict:
+    """Train the members of a pack (Study.pack_spec) in one process into out_dir/{member}/ (model.pt,
+    train_log.jsonl each); the resume checkpoint lives in `resume_dir`, outside the job's output, so a
+    killed job resumes from it."""
+    from scorebench.packed import PackMember, train_packed
+
+    out_dir, resume_dir = Path(out_dir), Path(resume_dir)
+    resume_dir.mkdir(parents=True, exist_ok=True)
+    specs = spec["members"]
+    first = next(iter(specs.values()))
+    dataset = st.build_dataset(first)
+    members = []
+    for member_dir, m in specs.items():
+        schedule = st.build_schedule(m, dataset)
+        model = st.build_model(m, dataset, schedule)
+        members.append(PackMember(m["cell"], model, schedule, st.train_settings(m), out_dir / member_dir))
+    discard_foreign_checkpoint(resume_dir, spec)
+    log.info("pack %s: %d cells on %s %s", spec["pack"], len(members), dataset.name, dataset.shape)
+    log_ready(log, "training")
+    return train_packed(
+        members, st.build_loss(first), dataset.train, resume_dir / "checkpoint.pt",
+        pack_name=spec["pack"], noise_seed=derive_seed(first["seed"], spec["pack"], "noise"),
+    )  # fmt: skip
 
 
 def discard_foreign_checkpoint(out_dir: Path, spec: dict) -> None:
@@ -115,14 +143,24 @@ def load_cell_model(spec: dict, model_path, weights: str):
     return device, dataset, schedule, model, ckpt
 
 
-def score_fn_on(model, device):
+def score_fn_on(model, device, *, amp: str = "off", channels_last: bool = False):
     """`score_fn(x, σ)` for samplers and metrics: the model runs on its device without gradients, in
-    float32, and the score comes back where x lives, in x's dtype."""
+    float32, and the score comes back where x lives, in x's dtype.
+
+    `amp` runs the model under `scorebench.device.autocast` ("auto": bf16 on CUDA); `channels_last`
+    hands 4-D inputs over in NHWC memory order, which convolutions on tensor cores prefer (convert
+    the model with `model.to(memory_format=torch.channels_last)` as well).
+    """
     import torch
 
+    from scorebench.device import autocast
+
     def score_fn(x, s):
-        with torch.no_grad():
-            out = model(x.to(device, torch.float32), s.to(device, torch.float32))
+        xin = x.to(device, torch.float32)
+        if channels_last and xin.dim() == 4:
+            xin = xin.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), autocast(device, amp):
+            out = model(xin, s.to(device, torch.float32))
         return out.to(x.device, x.dtype)
 
     return score_fn
@@ -149,55 +187,198 @@ def initial_points(dataset, n: int, *, kind: str, sigma_max: float, generator, d
     return (lo - pad) + (hi - lo + 2 * pad) * u
 
 
+SAMPLE_CHUNK_CPU = 5000  # `batch_size: auto` on a CPU: memory is rarely the limit there
+AUTO_PROBE = 256  # chains in the probe batch that measures a score evaluation's memory per sample
+AUTO_MEMORY_SHARE = 0.5  # share of free GPU memory a chunk may fill (the rest: allocator slack, neighbours)
+SAMPLER_COPIES = 4  # buffers of a sample's size the sampler keeps besides the model's: start, chain, noise, score
+PROGRESS_EVERY_S = 30.0  # rule logs are files: a progress line at most this often (plus the first and last)
+
+
 def sample_job(spec: dict, model_path, out_path) -> dict:
-    """Draw `sampling.n_samples` samples for one cell and sampler into an .npz (samples in data units)."""
+    """Draw `sampling.n_samples` samples for one cell and sampler into an .npz (samples in data units).
+
+    The chains run in chunks of `sampling.batch_size` ("auto": sized from free GPU memory). Each
+    finished chunk is kept in `<out>.chunks/`, stamped with the spec and model it was drawn for, so
+    a killed job resumes at the first missing chunk, and SIGTERM/SIGUSR1 (SLURM's warnings) stop it
+    after the current chunk with `Preempted`. Chunk k draws from its own generator seeded by (cell
+    seed, sampler, k), so a resumed run writes exactly the samples of an uninterrupted one. The
+    chunk files go once the final file is written.
+    """
+    import math
+
     import numpy as np
     import torch
 
     from scorebench.device import device_description
+    from scorebench.errors import Preempted
     from scorebench.sampling import get_sampler
+    from scorebench.train import StopOnSignal
 
     sampling, sampler = spec["sampling"], spec["sampler"]
+    amp, cuda_graphs = sampler.get("amp", "off"), sampler.get("cuda_graphs", "off")
     device, dataset, schedule, model, _ = load_cell_model(spec, model_path, sampling["weights"])
+    channels_last = bool(sampler.get("channels_last", False)) and len(dataset.shape) == 3
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     run = get_sampler(sampler["kind"])
     eps = st.step_size(sampler, schedule)
     sigmas = schedule.sigmas.to(device=device, dtype=torch.float32)
-    g = torch.Generator(device).manual_seed(derive_seed(spec["seed"], "sample", sampler["name"]))
-    score_fn = score_fn_on(model, device)
-    n, batch = int(sampling["n_samples"]), int(sampling["batch_size"])
+    score_fn = score_fn_on(model, device, amp=amp, channels_last=channels_last)
+    n = int(sampling["n_samples"])
     opts = {"snr": sampler["snr"]} if sampler["kind"] == "pc" else {}
-    chunks, nfe, snaps = [], 0, []
-    t0 = time.perf_counter()
-    for start in range(0, n, batch):
-        m = min(batch, n - start)
+    every = 0
+    if sampling.get("snapshots", 0) > 0:  # only chunk 0 keeps snapshots (the GIF shows its first chains)
+        every = max(1, schedule.levels * max(1, sampler["n_steps"]) // int(sampling["snapshots"]))
+
+    chunk_dir = Path(f"{out_path}.chunks")
+    key = chunk_key(spec, model_path)
+    size = resumable_chunk_size(chunk_dir, key)
+    if size is None:
+        size = chunk_size(sampling["batch_size"], n, score_fn, dataset.shape, float(sigmas[0]), device)
+        write_json(chunk_dir / CHUNK_MANIFEST, {"key": key, "chunk_size": size})
+    n_chunks = math.ceil(n / size)
+    log_ready(log, "sampling")
+
+    def draw(k: int, m: int) -> None:
+        g = torch.Generator(device).manual_seed(derive_seed(spec["seed"], "sample", sampler["name"], str(k)))
+        t0 = time.perf_counter()
         x0 = initial_points(dataset, m, kind=sampler["kind"], sigma_max=float(sigmas[0]), generator=g, device=device)
-        every = 0
-        if start == 0 and sampling.get("snapshots", 0) > 0:
-            total = schedule.levels * max(1, sampler["n_steps"])
-            every = max(1, total // int(sampling["snapshots"]))
         out = run(
             score_fn, x0, sigmas, n_steps=sampler["n_steps"], step_size=eps, generator=g,
-            snapshot_every=every, denoise=sampler["denoise"], **opts,
+            snapshot_every=every if k == 0 else 0, denoise=sampler["denoise"], cuda_graphs=cuda_graphs, **opts,
         )  # fmt: skip
-        chunks.append(out.samples.float().cpu())
-        nfe = out.nfe
-        if start == 0:
-            snaps = out.snapshots
-        log.info("sampled %d/%d", start + m, n)
-    wall = time.perf_counter() - t0
-    samples = torch.cat(chunks).numpy()
+        samples = out.samples.float().cpu().numpy()  # the chunk's one wait for the device
+        info = {"key": key, "chunk": k, "n": m, "nfe": out.nfe, "graphed": out.graphed,
+                "wall_s": time.perf_counter() - t0}  # fmt: skip
+        arrays = {"samples": samples, "meta": np.array(json.dumps(info))}
+        if out.snapshots:
+            arrays["snapshots"] = np.stack([s[2][:256].float().numpy() for s in out.snapshots])
+            arrays["snapshot_level"] = np.array([s[0] for s in out.snapshots])
+            arrays["snapshot_step"] = np.array([s[1] for s in out.snapshots])
+        with atomic_path(chunk_path(chunk_dir, k)) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)  # uncompressed: a chunk lives only until the final file is written
+
+    sizes = [min(size, n - k * size) for k in range(n_chunks)]
+    todo = [k for k in range(n_chunks) if read_chunk_info(chunk_path(chunk_dir, k), key, k, sizes[k]) is None]
+    if len(todo) < n_chunks:
+        log.info("resuming: %d of %d chunks of %d samples already drawn", n_chunks - len(todo), n_chunks, size)
+    else:
+        log.info("sampling %d samples in %d chunk(s) of %d", n, n_chunks, size)
+    t_start = t_log = time.perf_counter()
+    drawn = 0
+    with StopOnSignal() as stop:
+        for i, k in enumerate(todo):
+            draw(k, sizes[k])
+            drawn += sizes[k]
+            now = time.perf_counter()
+            if i == 0 or i + 1 == len(todo) or now - t_log >= PROGRESS_EVERY_S:
+                rate = drawn / max(now - t_start, 1e-9)
+                left = sum(sizes[j] for j in todo[i + 1 :])
+                log.info("sampled chunk %d/%d: %.1f samples/s, %d samples (%.0f s) left", k + 1, n_chunks, rate,
+                         left, left / rate)  # fmt: skip
+                t_log = now
+            if stop.requested and i + 1 < len(todo):
+                raise Preempted(
+                    f"sampling stopped by {stop.name} after chunk {k + 1}/{n_chunks}; rerun to resume from {chunk_dir}"
+                )
+
+    samples, infos, snaps = None, [], {}
+    for k in range(n_chunks):
+        with np.load(chunk_path(chunk_dir, k)) as z:
+            part = z["samples"]
+            if samples is None:
+                samples = np.empty((n, *part.shape[1:]), dtype=np.float32)
+            samples[k * size : k * size + sizes[k]] = part
+            infos.append(json.loads(str(z["meta"])))
+            if k == 0:
+                snaps = {name: z[name] for name in ("snapshots", "snapshot_level", "snapshot_step") if name in z}
+    wall = sum(info["wall_s"] for info in infos)  # the whole draw's cost, over every run that drew a chunk
     finite = np.isfinite(samples).all(axis=tuple(range(1, samples.ndim)))
     meta = {
-        "nfe": int(nfe), "step_size": eps, "wall_s": wall, "n_samples": n, "n_nonfinite": int((~finite).sum()),
-        "device": device_description(device),
+        "nfe": int(infos[0]["nfe"]), "step_size": eps, "wall_s": wall, "n_samples": n,
+        "n_nonfinite": int((~finite).sum()), "device": device_description(device),
+        "chunk_size": size, "n_chunks": n_chunks, "resumed_chunks": n_chunks - len(todo),
+        "samples_per_s": n / max(wall, 1e-9), "amp": amp, "channels_last": channels_last,
+        "cuda_graphs": cuda_graphs, "cuda_graphs_used": any(info["graphed"] for info in infos),
     }  # fmt: skip
-    arrays = {"samples": samples, "meta": np.array(json.dumps(meta))}
-    if snaps:
-        arrays["snapshots"] = np.stack([s[2][:256].float().numpy() for s in snaps])
-        arrays["snapshot_level"] = np.array([s[0] for s in snaps])
-        arrays["snapshot_step"] = np.array([s[1] for s in snaps])
-    write_npz(out_path, **arrays)
+    write_npz(out_path, samples=samples, meta=np.array(json.dumps(meta)), **snaps)
+    shutil.rmtree(chunk_dir, ignore_errors=True)
+    log.info("wrote %s: %d samples, %.1f samples/s, nfe %d", out_path, n, meta["samples_per_s"], meta["nfe"])
     return meta
+
+
+CHUNK_MANIFEST = "chunks.json"
+
+
+def chunk_path(chunk_dir: Path, k: int) -> Path:
+    return chunk_dir / f"chunk_{k:05d}.npz"
+
+
+def chunk_key(spec: dict, model_path) -> str:
+    """What a chunk was drawn from: the sample spec and the model file's bytes (a retrained model
+    under the same spec, e.g. on another GPU, must not mix its samples with the old one's)."""
+    digest = hashlib.sha256(st.spec_json(spec).encode())
+    with open(model_path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resumable_chunk_size(chunk_dir: Path, key: str) -> int | None:
+    """The chunk size of chunks left by an earlier run for the same key; otherwise the folder is
+    cleared (its chunks belong to other settings or another model) and None is returned."""
+    try:
+        manifest = json.loads((chunk_dir / CHUNK_MANIFEST).read_text())
+        if manifest["key"] == key and int(manifest["chunk_size"]) >= 1:
+            return int(manifest["chunk_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if chunk_dir.exists():
+        log.warning("discarding %s: its chunks were drawn for different settings or another model", chunk_dir)
+        shutil.rmtree(chunk_dir)
+    return None
+
+
+def read_chunk_info(path: Path, key: str, k: int, n: int) -> dict | None:
+    """A finished chunk's record if `path` holds chunk k of `n` samples drawn under `key`, else None."""
+    import numpy as np
+
+    try:
+        with np.load(path) as z:
+            info = json.loads(str(z["meta"]))
+    except (OSError, ValueError, KeyError):
+        return None
+    ok = info.get("key") == key and info.get("chunk") == k and info.get("n") == n
+    return info if ok else None
+
+
+def chunk_size(batch_size, n: int, score_fn, shape, sigma: float, device) -> int:
+    """Chains per chunk: `batch_size`, or for "auto" SAMPLE_CHUNK_CPU on a CPU and, on CUDA, as many
+    as fit in AUTO_MEMORY_SHARE of free memory at the peak memory per sample of one score evaluation
+    of a probe batch (plus the sampler's own SAMPLER_COPIES buffers)."""
+    import torch
+
+    if batch_size != "auto":
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ScorebenchError(f"sampling batch_size: need a positive integer or 'auto', got {batch_size!r}")
+        return min(n, batch_size)
+    if device.type != "cuda":
+        return min(n, SAMPLE_CHUNK_CPU)
+    probe = min(n, AUTO_PROBE)
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    x = torch.rand((probe, *shape), device=device)
+    score_fn(x, torch.full((probe,), sigma, device=device))
+    torch.cuda.synchronize(device)
+    per_sample = (torch.cuda.max_memory_allocated(device) - base) / probe + SAMPLER_COPIES * x[0].numel() * 4
+    del x
+    size = max(1, min(n, int(AUTO_MEMORY_SHARE * free / per_sample)))
+    log.info("batch_size auto: %d chains per chunk (%.0f MiB free, %.2f MiB per chain)", size, free / 2**20,
+             per_sample / 2**20)  # fmt: skip
+    return size
 
 
 def read_samples(path):

@@ -23,13 +23,16 @@ SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 KNOWN_DIMS = {
     "gmm_2mode": 2, "gmm_ring8": 2, "gmm_grid25": 2, "swiss_roll": 2, "moons": 2,
     "digits": 64, "mnist": 784, "fashion_mnist": 784, "cifar10": 3072,
+    "gmm_nd": 2,  # its loader's default; `options: {dim: D}` sets it (dataset_dim)
 }  # fmt: skip
-TOY_KINDS = ("gmm_2mode", "gmm_ring8", "gmm_grid25", "swiss_roll", "moons")
+# Toys: vectors with a closed-form score; an MLP by default, no FID reference. gmm_nd may have any
+# dimension, so the 2-D-only figures (score fields, the animation) ask `is_2d_toy`, not this list.
+TOY_KINDS = ("gmm_2mode", "gmm_ring8", "gmm_grid25", "swiss_roll", "moons", "gmm_nd")
 EXACT_MAX_DIM = 128  # default of the exact objective's `max_dim`
 MIXTURE_KINDS = ("gmm_2mode", "gmm_ring8", "gmm_grid25")  # toys whose samples have mode weights
 # Paper figures (scorebench/study_figures.py names their files) are off unless `figures:` asks.
 FIGURE_DEFAULTS = {
-    "score_fields": False, "mode_weights": False, "sampler_nfe": False, "animation": False, "grid_size": 64, "fps": 8,
+    "score_fields": False, "mode_weights": False, "sampler_nfe": False, "levels": False, "objectives": False, "animation": False, "grid_size": 64, "fps": 8,
 }  # fmt: skip
 
 # Defaults for the keys a study may leave out. They live here (not in the schema) because the same
@@ -39,7 +42,11 @@ FIGURE_DEFAULTS = {
 TRAINING_DEFAULTS = {
     "steps": 2000, "batch_size": 128, "lr": 1e-3, "beta1": 0.9, "ema_decay": 0.999, "grad_clip": 1.0,
     "warmup": 0, "checkpoint_every": 1000, "log_every": 100, "device": "auto", "amp": "auto",
+    "compile": "auto", "channels_last": "auto", "fused_adam": "auto", "data_on_device": "auto",
 }  # fmt: skip
+# Workflow-level training keys: how cells are scheduled into jobs, not how one network trains.
+PACK_DEFAULT = False
+PACKABLE_ARCHS = ("mlp",)  # packed.PackedMLP stacks these
 MODEL_DEFAULTS = {
     "toy": {"arch": "mlp", "preset": "tiny", "scale_by_sigma": "auto"},
     "image": {"arch": "unet", "preset": "tiny", "scale_by_sigma": "auto"},
@@ -119,6 +126,9 @@ class Study:
         if not self.cells:
             raise ScorebenchError("config exclude: every cell of the grid is excluded; nothing to run")
         self._check_figures()
+        self._check_packs()
+        self.packs = self._packs()  # {"dataset/objective": cells} of packed training
+        self._pack_of = {cell: name for name, cells in self.packs.items() for cell in cells}
 
     # ------------------------------------------------------------------ grid
 
@@ -164,16 +174,13 @@ class Study:
             return "the oracle of an image dataset (its empirical score) exists only for σ > 0"
         if model.get("scale_by_sigma") is True and sch["kind"] == "none":
             return "model scale_by_sigma divides by σ, but schedule kind is `none`"
-        if model["arch"] == "unet" and ds["kind"] in TOY_KINDS:
-            return "model arch unet needs images, but the dataset is a 2-D toy"
+        if model["arch"] in ("unet", "ncsn") and ds["kind"] in TOY_KINDS:
+            return f"model arch {model['arch']} needs images, but the dataset is a toy (vectors)"
         return None
 
     @staticmethod
     def _dim(ds: dict) -> int | None:
-        if ds["kind"] == "celeba":
-            size = ds.get("options", {}).get("image_size", 32)
-            return 3 * size * size
-        return KNOWN_DIMS.get(ds["kind"])
+        return dataset_dim(ds)
 
     def _check_presets(self) -> None:
         c = self.config
@@ -195,6 +202,10 @@ class Study:
                     raise ScorebenchError(
                         f"config schedules/{name}/sigmas: must be positive and strictly decreasing, got {s}"
                     )
+        for name, ds in c["datasets"].items():
+            dim = ds.get("options", {}).get("dim", 1)
+            if ds["kind"] == "gmm_nd" and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+                raise ScorebenchError(f"config datasets/{name}/options/dim: must be an integer >= 1, got {dim!r}")
         for i, rule in enumerate(c.get("exclude", [])):
             for key, table in (("dataset", "datasets"), ("schedule", "schedules"), ("objective", "objectives")):
                 if key in rule and rule[key] not in c[table]:
@@ -204,6 +215,10 @@ class Study:
 
     def is_toy(self, dataset: str) -> bool:
         return self.config["datasets"][dataset]["kind"] in TOY_KINDS
+
+    def is_2d_toy(self, dataset: str) -> bool:
+        """A toy in the plane: what score fields and the animation can draw."""
+        return self.is_toy(dataset) and self._dim(self.config["datasets"][dataset]) == 2
 
     def model_settings(self, dataset: str) -> dict:
         ds = self.config["datasets"][dataset]
@@ -218,7 +233,7 @@ class Study:
         return m
 
     def training_settings(self, dataset: str) -> dict:
-        base = _merge(TRAINING_DEFAULTS, self.config["training"])
+        base = _merge({**TRAINING_DEFAULTS, "pack": PACK_DEFAULT}, self.config["training"])
         return _merge(base, self.config["datasets"][dataset].get("training"))
 
     def preset_names(self, table: str) -> list[str]:
@@ -272,6 +287,49 @@ class Study:
     def reference_spec(self, dataset: str) -> dict:
         return {"study": self.name, "dataset": self.dataset_spec(dataset), "fid": self.config["evaluation"]["fid"]}
 
+    # ------------------------------------------------------------------ packed training (training.pack)
+
+    def _packs(self) -> dict[str, list[Cell]]:
+        """{pack name "dataset/objective": its cells} for datasets with `training.pack: true`.
+
+        A pack is the trained cells of one dataset × objective (every schedule, λ and seed of an
+        ablation): they share a network architecture and training settings, so they train as one.
+        Only MLP cells pack; with `pack: true` for the whole study, the others train one per job.
+        """
+        packs: dict[str, list[Cell]] = {}
+        for cell in self.cells:
+            if (
+                self.training_settings(cell.dataset)["pack"]
+                and self.model_settings(cell.dataset)["arch"] in PACKABLE_ARCHS
+                and self.config["objectives"][cell.objective]["kind"] != "oracle"
+            ):
+                packs.setdefault(f"{cell.dataset}/{cell.objective}", []).append(cell)
+        return packs
+
+    def pack_of(self, cell: Cell) -> str | None:
+        """The name of the pack that trains `cell`, or None when it trains alone."""
+        return self._pack_of.get(cell)
+
+    @staticmethod
+    def pack_member_dir(cell: Cell) -> str:
+        """A member's folder inside its pack's output folder."""
+        return f"{cell.schedule}/seed{cell.seed}"
+
+    def pack_spec(self, name: str) -> dict:
+        """Spec of a pack's training job: {member folder: (unpacked) train spec} for every member."""
+        members = {self.pack_member_dir(c): self.train_spec(c) for c in self.packs[name]}
+        return {"study": self.name, "pack": name, "members": members}
+
+    def _check_packs(self) -> None:
+        """A dataset that asks for packing itself must have a packable network."""
+        for dataset, ds in self.config["datasets"].items():
+            arch = self.model_settings(dataset)["arch"]
+            if (ds.get("training") or {}).get("pack") and arch not in PACKABLE_ARCHS:
+                raise ScorebenchError(
+                    f"config datasets/{dataset}/training/pack: packed training needs model arch mlp, "
+                    f"but dataset {dataset} uses {arch}"
+                )
+
     # ------------------------------------------------------------------ paper figures (config `figures:`)
 
     @property
@@ -296,10 +354,10 @@ class Study:
 
     @property
     def field_cells(self) -> list[Cell]:
-        """Cells whose score is evaluated on a 2-D grid (the toy cells, when `score_fields` is on)."""
+        """Cells whose score is evaluated on a 2-D grid (the 2-D toy cells, when `score_fields` is on)."""
         if not self.figure_settings["score_fields"]:
             return []
-        return [c for c in self.cells if self.is_toy(c.dataset)]
+        return [c for c in self.cells if self.is_2d_toy(c.dataset)]
 
     def score_field_spec(self, cell: Cell) -> dict:
         """Spec of a score-field job: the train spec plus which weights to load and the grid size."""
@@ -324,20 +382,52 @@ class Study:
         """Refuse figures the study cannot make, before any job runs."""
         f = self.figure_settings
         kinds = {d["kind"] for d in self.config["datasets"].values()}
-        if f["score_fields"] and not kinds & set(TOY_KINDS):
-            raise ScorebenchError("config figures/score_fields: needs a 2-D toy dataset (" + ", ".join(TOY_KINDS) + ")")
+        planar = any(self.is_2d_toy(d) for d in self.config["datasets"])
+        toys_2d = ", ".join(k for k in TOY_KINDS if k != "gmm_nd") + ", gmm_nd with dim 2"
+        if f["score_fields"] and not planar:
+            raise ScorebenchError(f"config figures/score_fields: needs a 2-D toy dataset ({toys_2d})")
         if f["mode_weights"] and not kinds & set(MIXTURE_KINDS):
             raise ScorebenchError(
                 "config figures/mode_weights: needs a Gaussian-mixture dataset (" + ", ".join(MIXTURE_KINDS) + ")"
             )
+        if f["objectives"]:
+            dims = {self._dim(d) for d in self.config["datasets"].values()}
+            trained = {o["kind"] for o in self.config["objectives"].values()} - {"oracle"}
+            if len(dims - {None}) < 2 or len(trained) < 2:
+                raise ScorebenchError(
+                    "config figures/objectives: needs datasets of at least two known dimensions and at least two "
+                    f"trained objective kinds, got dimensions {sorted(dims - {None})} and kinds {sorted(trained)}"
+                )
         if f["animation"]:
             if not self.config["sampling"].get("snapshots", 0) > 0:
                 raise ScorebenchError("config figures/animation: needs sampling/snapshots > 0 (frames of the GIF)")
             samplers = self.config["sampling"]["samplers"].values()
             if not any(s["kind"] == "annealed_langevin" for s in samplers):
                 raise ScorebenchError("config figures/animation: needs a sampler of kind annealed_langevin")
-            if not kinds & set(TOY_KINDS):
-                raise ScorebenchError("config figures/animation: needs a 2-D toy dataset (the GIF shows points)")
+            if not planar:
+                raise ScorebenchError(
+                    f"config figures/animation: needs a 2-D toy dataset ({toys_2d}): the GIF shows points"
+                )
+        if f["levels"]:
+            from scorebench.results import schedule_n_levels
+
+            levels = {n: schedule_n_levels(s) for n, s in self.config["schedules"].items()}
+            unknown = sorted(n for n, v in levels.items() if v is None)
+            if unknown:
+                raise ScorebenchError(f"config figures/levels: schedule {unknown[0]!r} does not fix its number of levels")
+            if len(set(levels.values())) < 2:
+                raise ScorebenchError("config figures/levels: needs schedules with at least 2 different numbers of levels")
+
+
+def dataset_dim(ds: dict) -> int | None:
+    """Data dimension of a dataset preset ({kind, options}) where it is known before loading."""
+    options = ds.get("options") or {}
+    if ds["kind"] == "celeba":
+        size = options.get("image_size", 32)
+        return 3 * size * size
+    if ds["kind"] == "gmm_nd":
+        return int(options.get("dim", KNOWN_DIMS["gmm_nd"]))
+    return KNOWN_DIMS.get(ds["kind"])
 
 
 def spec_json(spec: dict) -> str:
@@ -405,7 +495,8 @@ def build_model(spec: dict, dataset, schedule):
 def train_settings(spec: dict):
     from scorebench.train import TrainSettings
 
-    return TrainSettings(seed=int(spec["seed"]), **spec["training"])
+    settings = {k: v for k, v in spec["training"].items() if k != "pack"}
+    return TrainSettings(seed=int(spec["seed"]), **settings)
 
 
 def step_size(sampler: dict, schedule) -> float:

@@ -17,9 +17,10 @@ rule aggregate:
         mem_mb=4000,
         runtime=30,
     params:
+        train_logs=train_log_files,
         tables_dir=lambda wildcards, output: os.path.dirname(output.summary),
     shell:
-        "scorebench aggregate --inputs {input.tables} --train-logs {input.train_logs} --out {output.table} --tables {params.tables_dir} > {log} 2>&1"
+        "scorebench aggregate --inputs {input.tables} --train-logs {params.train_logs} --out {output.table} --tables {params.tables_dir} > {log} 2>&1"
 
 
 rule figures:

@@ -60,6 +60,49 @@ def get_train_spec(wildcards):
     return spec_json(STUDY.train_spec(cell_of(wildcards)))
 
 
+def pack_path(name):
+    """results/{study}/packs/{dataset}/{objective}/name: a pack's folders (training.pack)."""
+    return f"{R}/packs/{{dataset}}/{{objective}}/{name}"
+
+
+def get_pack_spec(wildcards):
+    return spec_json(STUDY.pack_spec(f"{wildcards.dataset}/{wildcards.objective}"))
+
+
+def pack_folder(cell):
+    """The output folder of the pack that trains `cell` (training.pack)."""
+    return pack_path("members").format(dataset=cell.dataset, objective=cell.objective)
+
+
+def trained_file(cell, name):
+    """A cell's training output `name` (model.pt, train_log.jsonl): in its own folder, or in its
+    pack's output folder when it is trained packed."""
+    if STUDY.pack_of(cell) is None:
+        return cell_path(name).format(
+            dataset=cell.dataset,
+            schedule=cell.schedule,
+            objective=cell.objective,
+            seed=cell.seed,
+        )
+    return f"{pack_folder(cell)}/{STUDY.pack_member_dir(cell)}/{name}"
+
+
+def trained_input(cell, name):
+    """What a job that reads `trained_file(cell, name)` waits for: that file, or the pack's folder
+    (files inside a directory output cannot be inputs themselves)."""
+    return (
+        trained_file(cell, name) if STUDY.pack_of(cell) is None else pack_folder(cell)
+    )
+
+
+def get_model(wildcards):
+    return trained_input(cell_of(wildcards), "model.pt")
+
+
+def model_file(wildcards):
+    return trained_file(cell_of(wildcards), "model.pt")
+
+
 def get_sample_spec(wildcards):
     return spec_json(STUDY.sample_spec(cell_of(wildcards), wildcards.sampler))
 
@@ -91,7 +134,11 @@ def get_metric_tables(wildcards=None):
 
 
 def get_train_logs(wildcards=None):
-    return cell_paths(cell_path("train_log.jsonl"))
+    return sorted({trained_input(c, "train_log.jsonl") for c in STUDY.cells})
+
+
+def train_log_files(wildcards=None):
+    return [trained_file(c, "train_log.jsonl") for c in STUDY.cells]
 
 
 def get_sample_files(wildcards=None):

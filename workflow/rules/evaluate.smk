@@ -49,7 +49,7 @@ rule evaluate:
 
 rule score_error:
     input:
-        model=rules.train.output.model,
+        model=get_model,
     output:
         table=cell_path("metrics/score_error.parquet"),
     log:
@@ -64,6 +64,7 @@ rule score_error:
         mem_mb=4000,
         runtime=60,
     params:
+        model=model_file,
         spec=get_score_error_spec,
     shell:
-        "OMP_NUM_THREADS={threads} scorebench score-error --spec {params.spec:q} --model {input.model} --out {output.table} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} scorebench score-error --spec {params.spec:q} --model {params.model} --out {output.table} > {log} 2>&1"

@@ -1,6 +1,6 @@
 rule sample:
     input:
-        model=rules.train.output.model,
+        model=get_model,
     output:
         samples=cell_path("samples/{sampler}.npz"),
     log:
@@ -15,6 +15,7 @@ rule sample:
         mem_mb=4000,
         runtime=60,
     params:
+        model=model_file,
         spec=get_sample_spec,
     shell:
-        "OMP_NUM_THREADS={threads} scorebench sample --spec {params.spec:q} --model {input.model} --out {output.samples} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} scorebench sample --spec {params.spec:q} --model {params.model} --out {output.samples} > {log} 2>&1"

@@ -4,7 +4,7 @@
 
 rule score_field:
     input:
-        model=rules.train.output.model,
+        model=get_model,
     output:
         field=cell_path("score_field.npz"),
     log:
@@ -18,9 +18,10 @@ rule score_field:
         mem_mb=4000,
         runtime=30,
     params:
+        model=model_file,
         spec=get_score_field_spec,
     shell:
-        "OMP_NUM_THREADS={threads} scorebench score-field --spec {params.spec:q} --model {input.model} --out {output.field} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} scorebench score-field --spec {params.spec:q} --model {params.model} --out {output.field} > {log} 2>&1"
 
 
 rule study_figures:

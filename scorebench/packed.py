@@ -1,0 +1,354 @@
+"""Packed training: many small cells of one dataset × objective trained in one process, as one model.
+
+Why: an ablation over λ, L and seeds is dozens of tiny MLPs. Trained one job per cell, each pays a
+process start, imports and a data load for a few seconds of work, and each step is too small to use
+the machine. Packed, the K members' parameters are stacked on a leading axis and every layer is one
+batched matrix product, so one step of the pack is one step of every member.
+
+Each member is trained exactly as `scorebench.train.train` would train it alone, in meaning:
+- its own initial weights (built from its own spec and seed), schedule, λ(σ) and `scale_by_sigma`;
+- its own minibatch indices and noise levels, from its own generator seeded with its seed, drawn with
+  the same calls as the unpacked loop; the perturbation noise and projections of the loss come from
+  one pack generator (for a pack of one it is the member's own generator, so a pack of one follows
+  the unpacked run's random stream exactly);
+- its own loss (the mean over its own minibatch), gradient, gradient-norm clipping, Adam state and
+  EMA: the loss of the pack is the sum of the members' losses, and parameters are disjoint, so each
+  member's gradient is that of its own loss; Adam and the EMA are element-wise.
+Each member gets its own `model.pt` and `train_log.jsonl` in the unpacked format, so every later job
+reads them unchanged. What differs, and is recorded: `pack` (size, members, wall time of the pack);
+a member's `wall_s` is the pack's wall time divided by its size; `steps_per_s` in the log is the
+pack's rate (every member advances one step per pack step).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from scorebench.checkpoint import load_checkpoint, load_states, save_atomic
+from scorebench.device import autocast, device_description, resolve_device, resolve_fast_path
+from scorebench.errors import Preempted, ScorebenchError
+from scorebench.optim import make_adam, set_implementation
+from scorebench.tensors import as_sigma_batch
+from scorebench.train import (
+    LOG_NAME, MODEL_NAME, TRAJECTORY_FIELDS, StopOnSignal, TrainSettings, _ema_pairs, _write_log, get_lr,
+)  # fmt: skip
+
+logger = logging.getLogger("scorebench")
+
+PACK_CHECKPOINT_KEYS = ("model", "ema", "optimizer", "step", "members", "settings", "rngs", "histories")
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")  # parameter names may not contain dots
+
+
+class PackedMLP(nn.Module):
+    """K `ScoreMLP`s of one architecture as one module: parameter `p` of shape S becomes (K, *S).
+
+    Called like a member on a flat batch: `forward(x, sigma)` with x (K·B, *shape) and sigma (K·B,),
+    rows k·B … (k+1)·B − 1 belonging to member k. The losses call it exactly as they call a member
+    (autograd w.r.t. x included), so every objective trains packed without change. Each layer is one
+    batched matrix product over the members (`torch.baddbmm`): measured here twice as fast as
+    `torch.func.vmap` over `functional_call` (which dispatches a batched `linear`), and the step of a
+    tiny MLP is all matrix products. `unstack` gives each member's own state dict back.
+    """
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        from scorebench.models.mlp import ScoreMLP
+
+        if not members or not all(isinstance(m, ScoreMLP) for m in members):
+            raise ScorebenchError("packed training: needs one or more networks of arch `mlp`")
+        configs = [{k: v for k, v in m.config.items() if k != "scale_by_sigma"} for m in members]
+        if any(c != configs[0] for c in configs):
+            raise ScorebenchError("packed training: members must share one architecture (arch, preset, shape)")
+        first = members[0]
+        self.size, self.layers, self.shape = len(members), len(first.linears), first.shape
+        self.member_configs = [dict(m.config) for m in members]
+        self.param_names = [n for n, _ in first.named_parameters()]
+        self.stacked = nn.ParameterDict(
+            {_key(n): nn.Parameter(torch.stack([dict(m.named_parameters())[n].detach() for m in members]).clone())
+             for n in self.param_names}
+        )  # fmt: skip
+        self.embed = copy.deepcopy(first.embed)  # fixed features, no parameters: the same in every member
+        self.act = copy.deepcopy(first.act)
+        scale = torch.tensor([bool(m.scale_by_sigma) for m in members])
+        self.register_buffer("scale_by_sigma", scale, persistent=False)
+
+    def _affine(self, name: str, h: torch.Tensor) -> torch.Tensor:
+        """h (K, B, in) → (K, B, out) with each member's own Linear `name`."""
+        w, b = self.stacked[_key(name + ".weight")], self.stacked[_key(name + ".bias")]
+        return torch.baddbmm(b.unsqueeze(1).to(h.dtype), h, w.transpose(1, 2).to(h.dtype))
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        k = self.size
+        if x.shape[0] % k:
+            raise ScorebenchError(f"packed model: batch {x.shape[0]} is not a multiple of the pack size {k}")
+        sigma = as_sigma_batch(sigma, x)
+        emb = self.embed(sigma).reshape(k, -1, self.embed.out_dim)
+        h = x.reshape(k, x.shape[0] // k, -1)
+        for i in range(self.layers):
+            h = self.act(self._affine(f"linears.{i}", h) + self._affine(f"conds.{i}", emb))
+        out = self._affine("out", h)
+        ss = sigma.reshape(k, -1, 1)
+        out = out / torch.where(self.scale_by_sigma[:, None, None], ss, torch.ones_like(ss)).to(out.dtype)
+        return out.reshape(x.shape)
+
+    def unstack(self, k: int, state: dict | None = None) -> dict:
+        """Member k's state dict (keys as in `ScoreMLP`), from this module's state or a saved one."""
+        state = self.state_dict() if state is None else state
+        return {n: state["stacked." + _key(n)][k].detach().clone() for n in self.param_names}
+
+
+@dataclass
+class PackMember:
+    """One cell of a pack: its network (initial weights), schedule, settings and output folder."""
+
+    name: str
+    model: nn.Module
+    schedule: object  # scorebench.noise.Schedule
+    settings: TrainSettings
+    out_dir: Path
+
+
+def _check_members(members: list[PackMember]) -> TrainSettings:
+    first = members[0].settings
+    for m in members[1:]:
+        for field in TRAJECTORY_FIELDS + ("steps", "log_every", "checkpoint_every", "device", "amp"):
+            if field != "seed" and getattr(m.settings, field) != getattr(first, field):
+                raise ScorebenchError(
+                    f"packed training: member {m.name} has training.{field}={getattr(m.settings, field)!r}, "
+                    f"but {members[0].name} has {getattr(first, field)!r}; a pack shares its training settings"
+                )
+    return first
+
+
+def _level_tables(members, device):
+    """(K, L_max) σ and λ tables (padded with the last level) and the level counts."""
+    levels = [m.schedule.sigmas.numel() for m in members]
+    lmax = max(levels)
+
+    def pad(v):
+        v = v.detach().double().cpu()
+        return torch.cat([v, v[-1:].expand(lmax - v.numel())])
+
+    sig = torch.stack([pad(m.schedule.sigmas) for m in members]).to(device, torch.float32)
+    lam = torch.stack([pad(m.schedule.weights) for m in members]).to(device, torch.float32)
+    return sig, lam, levels
+
+
+def train_packed(
+    members: list[PackMember], loss_fn, data, checkpoint_path, *, pack_name: str = "pack", noise_seed: int = 0
+) -> dict:
+    """Train the members of a pack together; write each member's model.pt and train_log.jsonl.
+
+    Args:
+        members: the cells (same architecture and training settings; seeds, schedules may differ).
+        loss_fn: the pack's objective, `loss_fn(model, x, sigma, weight, *, generator) -> (N,)`.
+        data: training tensor (N, *shape) or a Dataset (its `.train`).
+        checkpoint_path: the pack's resume checkpoint (killed runs resume from it).
+        pack_name: for logs and errors.
+        noise_seed: seeds the pack's generator of loss noise (unused for a pack of one, which uses the
+            member's own generator).
+
+    Returns:
+        {"step", "wall_s", "size", "resumed_from"}.
+
+    Raises:
+        Preempted: on SIGTERM/SIGUSR1, after writing the checkpoint.
+        ScorebenchError: a member's loss or parameters turned non-finite (naming the member), or an
+            unusable checkpoint.
+    """
+    settings = _check_members(members)
+    device = resolve_device(settings.device)
+    k, batch = len(members), settings.batch_size
+    x_all = getattr(data, "train", data)
+    if not torch.is_tensor(x_all) or x_all.dim() < 2 or x_all.shape[0] < 1:
+        raise ScorebenchError("packed training: data must be a (N, ...) tensor or a Dataset with N >= 1 samples")
+    x_all = x_all.to(device=device, dtype=torch.float32)
+    n_data = x_all.shape[0]
+    sig_table, lam_table, levels = _level_tables(members, device)
+    rows = torch.arange(k, device=device)[:, None]
+
+    model = PackedMLP([m.model for m in members]).to(device).train()
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    params = list(model.parameters())
+    adam = resolve_fast_path(device, fused_adam=settings.fused_adam).adam
+    opt = make_adam(params, lr=settings.lr, beta1=settings.beta1, kind=adam)
+    ema_step = _ema_pairs(ema, model)
+    gens = [torch.Generator(device=device).manual_seed(m.settings.seed) for m in members]
+    noise_gen = gens[0] if k == 1 else torch.Generator(device=device).manual_seed(int(noise_seed))
+    names = [m.name for m in members]
+    checkpoint_path = Path(checkpoint_path)
+
+    step, histories, wall_before, resumed_from, ck = 0, [[] for _ in members], 0.0, None, None
+    if checkpoint_path.exists():
+        ck = load_checkpoint(checkpoint_path, expect_keys=PACK_CHECKPOINT_KEYS)
+        if ck["members"] != names or any(
+            ck["settings"].get(f) != getattr(settings, f) for f in TRAJECTORY_FIELDS if f != "seed"
+        ):
+            raise ScorebenchError(
+                f"checkpoint {checkpoint_path} belongs to another pack (members or training settings differ); "
+                "delete it to retrain the pack from scratch"
+            )
+        if ck["step"] > settings.steps:
+            raise ScorebenchError(f"checkpoint {checkpoint_path} is at step {ck['step']}, past train.steps={settings.steps}")
+        load_states({"model": model, "ema": ema, "optimizer": opt}, ck, path=checkpoint_path)
+        set_implementation(opt, adam)
+        for g, s in zip(gens + [noise_gen], ck["rngs"]):
+            g.set_state(s)
+        step, histories, wall_before = int(ck["step"]), ck["histories"], float(ck.get("wall_s", 0.0))
+        resumed_from = step
+        print(f"resumed pack {pack_name} from step {step} ({checkpoint_path})", flush=True)
+
+    level_sum = torch.zeros(k, max(levels), device=device)
+    level_count = torch.zeros(k, max(levels), device=device)
+    window_sum = torch.zeros(k, device=device)
+    first_bad = torch.full((k,), -1, dtype=torch.long, device=device)
+    window_steps = 0
+    if ck is not None and ck.get("window"):  # the partial log window, so the log stays exact
+        level_sum.copy_(ck["window"]["level_sum"])
+        level_count.copy_(ck["window"]["level_count"])
+        window_sum.copy_(ck["window"]["loss_sum"])
+        window_steps = int(ck["window"]["steps"])
+    t_start = t_window = time.perf_counter()
+
+    def wall() -> float:
+        return wall_before + time.perf_counter() - t_start
+
+    def check_finite(what: str) -> None:
+        bad = first_bad.tolist()
+        for name, b in zip(names, bad):
+            if b >= 0:
+                raise ScorebenchError(f"training diverged: cell {name} of pack {pack_name}: non-finite loss at step {b}")
+        if what == "params":
+            finite = torch.stack([torch.isfinite(p).flatten(1).all(1) for p in params]).all(0).tolist()
+            for name, ok in zip(names, finite):
+                if not ok:
+                    raise ScorebenchError(f"training diverged: cell {name} of pack {pack_name}: non-finite parameters")
+
+    def save_checkpoint() -> None:
+        save_atomic(
+            {
+                "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                "members": names, "settings": settings.as_dict(), "rngs": [g.get_state() for g in gens + [noise_gen]],
+                "histories": histories, "wall_s": wall(),
+                "window": {"level_sum": level_sum.cpu(), "level_count": level_count.cpu(), "loss_sum": window_sum.cpu(),
+                           "steps": window_steps},
+            },
+            checkpoint_path,
+        )  # fmt: skip
+
+    bar = tqdm(
+        total=settings.steps, initial=step, disable=not settings.progress, file=sys.stderr, desc=f"pack×{k}",
+        leave=False, mininterval=0.1 if sys.stderr.isatty() else 30.0,
+    )  # fmt: skip
+    logger.info("training pack %s (%d members) on %s for steps %d..%d", pack_name, k, device, step, settings.steps)
+    stop = StopOnSignal().install()
+    try:
+        while step < settings.steps:
+            lr = get_lr(step, settings)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            # the same draws, in the same order, as each member's unpacked loop
+            idx = torch.stack([torch.randint(n_data, (batch,), generator=g, device=device) for g in gens])
+            level = torch.stack(
+                [torch.randint(n, (batch,), generator=g, device=device) for n, g in zip(levels, gens)]
+            )
+            x = x_all[idx.reshape(-1)]
+            sigma, weight = sig_table[rows, level], lam_table[rows, level]
+            with autocast(device, settings.amp):
+                per_sample = loss_fn(model, x, sigma.reshape(-1), weight.reshape(-1), generator=noise_gen)
+            per_sample = per_sample.float().reshape(k, batch)
+            member_loss = per_sample.mean(1)
+            member_loss.sum().backward()
+            step += 1
+            norms = _clip_per_member(params, settings.grad_clip, k)
+            opt.step()
+            if settings.ema_decay > 0:
+                ema_step(settings.ema_decay)
+            opt.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                level_sum.index_put_((rows.expand_as(level), level), per_sample.detach(), accumulate=True)
+                level_count.index_put_((rows.expand_as(level), level), torch.ones_like(per_sample), accumulate=True)
+                window_sum.add_(member_loss.detach())
+                bad_now = (first_bad < 0) & ~torch.isfinite(member_loss.detach())
+                first_bad.copy_(torch.where(bad_now, step, first_bad))
+            window_steps += 1
+            bar.update(1)
+
+            if step % settings.log_every == 0 or step == settings.steps:
+                check_finite("loss")
+                now = time.perf_counter()
+                rate = window_steps / max(now - t_window, 1e-12)
+                losses, sums, counts = (window_sum / window_steps).tolist(), level_sum.tolist(), level_count.tolist()
+                norm_list = norms.tolist()
+                for i, m in enumerate(members):
+                    record = {
+                        "step": step, "loss": losses[i],
+                        "loss_per_level": [s / c if c > 0 else None for s, c in zip(sums[i][: levels[i]], counts[i])],
+                        "sigma_levels": m.schedule.sigmas.tolist(), "lr": lr, "grad_norm": norm_list[i],
+                        "steps_per_s": rate, "wall_s": wall(), "pack_size": k,
+                    }  # fmt: skip
+                    histories[i].append(record)
+                bar.set_postfix(loss=f"{sum(losses) / k:.4g}")
+                level_sum.zero_()
+                level_count.zero_()
+                window_sum.zero_()
+                window_steps, t_window = 0, time.perf_counter()
+            if step % settings.checkpoint_every == 0 or step == settings.steps or stop.requested:
+                check_finite("params")
+                save_checkpoint()
+            if stop.requested and step < settings.steps:
+                print(f"checkpointed pack {pack_name} at step {step} on signal {stop.name}", flush=True)
+                raise Preempted(f"training stopped by {stop.name} at step {step}; rerun to resume from {checkpoint_path}")
+    finally:
+        stop.restore()
+        bar.close()
+
+    if settings.ema_decay == 0:
+        ema_step(0.0)
+    wall_s = wall()
+    state, ema_state = model.state_dict(), ema.state_dict()
+    desc = device_description(device)
+    for i, m in enumerate(members):
+        m.out_dir.mkdir(parents=True, exist_ok=True)
+        save_atomic(
+            {
+                "model": model.unstack(i, state), "ema": model.unstack(i, ema_state), "model_config": model.member_configs[i],
+                "step": step, "settings": m.settings.as_dict(), "sigmas": m.schedule.sigmas.detach().cpu().double(),
+                "weights": m.schedule.weights.detach().cpu().double(), "wall_s": wall_s / k, "device": desc,
+                "pack": {"name": pack_name, "size": k, "members": names, "wall_s": wall_s},
+            },
+            m.out_dir / MODEL_NAME,
+        )  # fmt: skip
+        _write_log(m.out_dir / LOG_NAME, histories[i])
+    logger.info("pack %s: wrote %d models (step %d, %.1f s)", pack_name, k, step, wall_s)
+    return {"step": step, "wall_s": wall_s, "size": k, "resumed_from": resumed_from}
+
+
+def _clip_per_member(params: list[torch.Tensor], max_norm: float | None, k: int) -> torch.Tensor:
+    """Each member's global gradient norm (K,), clipped per member as clip_grad_norm_ clips one model."""
+    sq = torch.zeros(k, device=params[0].device)
+    for p in params:
+        if p.grad is not None:
+            sq += p.grad.detach().float().pow(2).reshape(k, -1).sum(1)
+    norms = sq.sqrt()
+    if max_norm is not None:
+        coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for p in params:
+            if p.grad is not None:
+                p.grad.mul_(coef.reshape(k, *([1] * (p.dim() - 1))).to(p.grad.dtype))
+    return norms
+
+
+__all__ = ["PackMember", "PackedMLP", "train_packed"]
