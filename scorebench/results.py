@@ -105,7 +105,23 @@ def spec_columns(spec: dict) -> dict:
             cols.update(flatten(owner, {k: v for k, v in spec[owner].items() if k != "name"}))
     if "weights" in spec:
         cols["evaluation_weights"] = spec["weights"]
+    n_levels = schedule_n_levels(spec["schedule"])
+    if n_levels is not None:
+        cols["schedule_n_levels"] = n_levels
     return cols
+
+
+def schedule_n_levels(schedule: dict) -> int | None:
+    """L of a schedule preset, for every kind whose preset fixes it (`single` and `none` have one level
+    but no `levels` key; `ncsnv2` derives L from the data: None), so an L axis spans every kind."""
+    kind = schedule.get("kind")
+    if kind in ("none", "single"):
+        return 1
+    if kind == "explicit":
+        return len(schedule.get("sigmas", []))
+    if kind in ("geometric", "linear") and "levels" in schedule:
+        return int(schedule["levels"])
+    return None
 
 
 @functools.lru_cache(maxsize=1)

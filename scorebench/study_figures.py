@@ -26,6 +26,8 @@ from pathlib import Path
 
 from scorebench.errors import ScorebenchError
 from scorebench.figures import _empty, _plt, _save
+from scorebench.levels_study import LEVEL_FIGURES, levels_figures
+from scorebench.objectives_study import objectives_figure
 from scorebench.results import atomic_path
 
 log = logging.getLogger("scorebench")
@@ -36,6 +38,8 @@ FIGURE_NAMES = {
     "score_fields": ("score_fields", "score_error_vs_log_density"),
     "mode_weights": ("sampler_samples", "mode_weights"),
     "sampler_nfe": ("sampler_nfe",),
+    "levels": LEVEL_FIGURES,
+    "objectives": ("objectives_vs_dim",),
 }
 ANIMATION_NAME = "annealed_langevin"
 
@@ -628,6 +632,8 @@ def make_study_figures(df, out_dir, *, settings: dict, fields=(), samples=(), mi
             lambda: mode_weights_figure(df, mixtures or {}, out_dir),
         ),
         "sampler_nfe": (lambda: sampler_nfe_figure(df, out_dir),),
+        "levels": (lambda: levels_figures(df, out_dir),),
+        "objectives": (lambda: objectives_figure(df, out_dir),),
     }
     written = []
     for flag, names in FIGURE_NAMES.items():

@@ -314,6 +314,14 @@ def study_summary(df, *, study: str, settings: dict, mixtures: dict | None = Non
         parts.append(mode_weights_section(df, mixtures or {}))
     if settings.get("sampler_nfe"):
         parts.append(sampler_nfe_section(df))
+    if settings.get("levels"):
+        from scorebench.levels_study import levels_section
+
+        parts.append(levels_section(df))
+    if settings.get("objectives"):
+        from scorebench.objectives_study import objectives_section
+
+        parts.append(objectives_section(df))
     if settings.get("animation"):
         frames = f"{n_frames} frames, " if n_frames else ""
         parts.append(

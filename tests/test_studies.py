@@ -102,7 +102,9 @@ def test_every_study_dry_runs_with_its_paper_jobs(tmp_path):
         assert out.returncode == 0, path.name + out.stderr[-3000:]
         counts = job_counts(out.stdout)
         study = Study(load_config(path))
-        assert counts["train"] == len(study.cells), path.name  # the study alone, not merged into the default
+        packed = sum(len(cells) for cells in study.packs.values())  # training.pack: one job per pack
+        assert counts.get("train", 0) == len(study.cells) - packed, path.name  # the study alone, not the default
+        assert counts.get("train_pack", 0) == len(study.packs), path.name
         assert counts.get("score_field", 0) == len(study.field_cells), path.name
         assert counts.get("study_figures", 0) == (1 if study.study_figures or study.animations else 0), path.name
 

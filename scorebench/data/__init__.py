@@ -1,4 +1,4 @@
-"""Datasets by registry name: 2-D toys with exact scores, and image datasets.
+"""Datasets by registry name: toys with exact scores (2-D, and gmm_nd in any dimension), and image datasets.
 
 `load_dataset(name, **params)` is the one entry point; every dataset returns a `Dataset`
 (see base.py). Image loaders import torchvision only when called, so toy jobs stay light.
@@ -10,14 +10,18 @@ from scorebench.data.base import Dataset
 from scorebench.data.mixture import IsotropicGaussianMixture
 from scorebench.errors import ScorebenchError
 
-TOY_DATASETS = ("gmm_2mode", "gmm_ring8", "gmm_grid25", "swiss_roll", "moons")
+TOY_DATASETS = ("gmm_2mode", "gmm_ring8", "gmm_grid25", "swiss_roll", "moons", "gmm_nd")
 IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "celeba", "npz", "image_folder")
 DATASETS = TOY_DATASETS + IMAGE_DATASETS
 
 
 def load_dataset(name: str, **params) -> Dataset:
     """Load a dataset by registry name; unknown names and parameters fail with one line naming them."""
-    if name in TOY_DATASETS:
+    if name == "gmm_nd":  # options dim, n_modes, radius, std besides the draws
+        from scorebench.data.toys import load_gmm_nd
+
+        loader, args = load_gmm_nd, ()
+    elif name in TOY_DATASETS:
         from scorebench.data.toys import load_toy
 
         loader = load_toy

@@ -10,7 +10,7 @@ if [[ "${1:-}" == "cluster" ]]; then
     suffix="_cluster"
     shift
 fi
-for study in score_fields langevin_vs_annealed samplers; do
+for study in score_fields langevin_vs_annealed samplers lambda_levels objectives; do
     config="config/studies/${study}${suffix}.yaml"
     snakemake --cores all --configfile "$config" "$@"
     snakemake --configfile "$config" --report "results/${study}${suffix}/report.html" "$@"
