@@ -23,7 +23,6 @@ import shutil
 import pytest
 import torch
 
-from scorebench.data import load_dataset
 from scorebench.device import SWITCH_MODES, FastPath, autocast, resolve_fast_path
 from scorebench.errors import ScorebenchError
 from scorebench.losses import make_loss
@@ -42,24 +41,6 @@ SCORE_ERROR_ATOL = 0.02
 LEARNED = 0.25
 
 PLAIN = dict(compile="off", channels_last="off", fused_adam="off", amp="off")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def ring8():
-    return load_dataset("gmm_ring8", n_train=4000, n_test=1000)
-
-
-@pytest.fixture(scope="module")
-def schedule():
-    return make_schedule("geometric", sigma_max=5.0, sigma_min=0.1, levels=10, weighting="sigma2")
 
 
 def mlp(schedule, seed=0):

@@ -13,7 +13,6 @@ import signal
 import pytest
 import torch
 
-from scorebench.data import load_dataset
 from scorebench.errors import Preempted, ScorebenchError
 from scorebench.losses import make_loss
 from scorebench.models import build_model, model_from_config
@@ -21,11 +20,6 @@ from scorebench.noise import make_schedule
 from scorebench.packed import PackedMLP, PackMember, _clip_per_member, train_packed
 from scorebench.study import Study, load_config
 from scorebench.train import TrainSettings, load_model_file, train
-
-
-@pytest.fixture(scope="module")
-def ring8():
-    return load_dataset("gmm_ring8", n_train=4000, n_test=1000)
 
 
 def schedules():

@@ -23,12 +23,10 @@ import torch
 
 from scorebench import checkpoint as ckpt_mod
 from scorebench.checkpoint import load_checkpoint, require_same, save_atomic
-from scorebench.data import load_dataset
 from scorebench.device import autocast, device_description, resolve_device
 from scorebench.errors import Preempted, ScorebenchError
 from scorebench.losses import make_loss
 from scorebench.models import build_model
-from scorebench.noise import make_schedule
 from scorebench.sampling import SAMPLERS
 from scorebench.train import TrainSettings, ema_model, get_lr, load_model_file, train, update_ema
 
@@ -39,27 +37,6 @@ TIMING_FIELDS = ("steps_per_s", "wall_s")
 # 0.095-0.101 (true share 0.125). With the exact score the same sampler puts 0.99 within 3 stds.
 # The bound keeps a ~1.6x margin.
 REL_SCORE_ERROR_BOUND = 0.15
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Networks this small gain nothing from intra-op threads, and on a busy 2-core machine two
-    OpenMP threads spin against other processes: the same DSM loop measured 5-150 steps/s with 2
-    threads against ~500 with 1 (batch 1024, tiny MLP, load average 4)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def ring8():
-    return load_dataset("gmm_ring8", n_train=4000, n_test=1000)
-
-
-@pytest.fixture(scope="module")
-def schedule():
-    return make_schedule("geometric", sigma_max=5.0, sigma_min=0.1, levels=10, weighting="sigma2")
 
 
 def tiny_mlp(ring8, schedule, **overrides):

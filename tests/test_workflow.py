@@ -130,8 +130,13 @@ def test_default_study_dry_run_lists_every_job():
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     counts = job_counts(out.stdout)
-    assert counts["train"] == counts["score_error"] > 0
-    assert counts["sample"] == counts["evaluate"] == 2 * counts["train"]
+    from scorebench.study import Study, load_config
+
+    study = Study(load_config(ROOT / "config" / "config.yaml"))
+    packed = sum(len(cells) for cells in study.packs.values())
+    assert counts.get("train_pack", 0) == len(study.packs)  # the default study packs its toy cells
+    assert counts["train"] + packed == counts["score_error"] == len(study.cells)
+    assert counts["sample"] == counts["evaluate"] == 2 * len(study.cells)
 
 
 def test_report_bundles_the_figures(study):
