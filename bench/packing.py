@@ -2,10 +2,11 @@
 
 Both sides run the real command line (`scorebench train` per cell, `scorebench train-pack` once) as
 separate processes with the same cores: `--cores` single-threaded cell jobs at a time, or one pack
-job with `--cores` threads, which is what `snakemake --cores N` does with the two layouts. Prints
-ONE JSON line.
+job with `--cores` threads. With `--workflow` both sides are Snakemake runs of the study's training
+jobs instead (`snakemake --cores N --until train|train_pack`), so each side also pays what a
+workflow job costs (job scheduling, a shell, output checks). Prints ONE JSON line.
 
-    python bench/packing.py [--dataset gmm_ring8] [--steps 2000] [--seeds 3] [--cores 2]
+    python bench/packing.py [--dataset gmm_ring8] [--steps 2000] [--seeds 3] [--cores 2] [--workflow]
 """
 
 from __future__ import annotations
@@ -65,8 +66,11 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     p.add_argument("--skip-separate", action="store_true", help="time the packed job only")
+    p.add_argument("--workflow", action="store_true", help="time Snakemake runs of the training jobs")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench_packing_"))
+    if args.workflow:
+        return workflow_bench(args, work)
 
     separate = Study(ablation_config(args.dataset, args.steps, args.seeds, pack=False))
     packed = Study(ablation_config(args.dataset, args.steps, args.seeds, pack=True))
@@ -94,6 +98,26 @@ def main() -> None:
             separate_job_median_s=round(statistics.median(per_job), 2),
             speedup=round(separate_s / packed_s, 2),
         )
+    print(json.dumps(result), flush=True)
+
+
+def workflow_bench(args, work: Path) -> None:
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    result = {"dataset": args.dataset, "steps": args.steps, "cores": args.cores, "mode": "workflow"}
+    for pack, target in ((True, "train_pack"), (False, "train")):
+        config = ablation_config(args.dataset, args.steps, args.seeds, pack=pack)
+        config["results_dir"] = str(work / target)
+        path = work / f"{target}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        cmd = [sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "--directory", str(root), "--configfile",
+               str(path), "--cores", str(args.cores), "--until", target, "--quiet"]  # fmt: skip
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        result[f"{'packed' if pack else 'separate'}_wall_s"] = round(time.perf_counter() - t0, 2)
+        result["cells"] = len(Study(config).cells)
+    result["speedup"] = round(result["separate_wall_s"] / result["packed_wall_s"], 2)
     print(json.dumps(result), flush=True)
 
 

@@ -402,6 +402,7 @@ def evaluate_samples_job(spec: dict, samples_path, out_path, reference_dir=None)
 
     samples, meta = read_samples(samples_path)
     dataset = st.build_dataset(spec)
+    log_ready(log, "evaluation")
     t0 = time.perf_counter()
     x = torch.from_numpy(samples)
     ok = torch.isfinite(x.reshape(len(x), -1)).all(1)
@@ -442,6 +443,7 @@ def score_error_job(spec: dict, model_path, out_path) -> None:
     from scorebench.metrics.score_error import score_error_rows
 
     device, dataset, schedule, model, ckpt = load_cell_model(spec, model_path, spec["weights"])
+    log_ready(log, "score error")
     ev = spec["evaluation"]
     noiseless = bool(schedule.sigmas[-1] == 0)
     sigmas = [float(s) for s in (ev["noiseless_sigmas"] if noiseless else schedule.sigmas.tolist())]

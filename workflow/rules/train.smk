@@ -31,7 +31,7 @@ rule train_pack:
         f"{R}/benchmarks/train_pack/{{dataset}}/{{objective}}.tsv"
     conda:
         "../../environment.yml"
-    threads: 1
+    threads: 4  # a pack's batched matmuls use several cores (capped at --cores locally)
     resources:
         gpu=1,
         mem_mb=8000,
