@@ -64,14 +64,24 @@ def broadcast_cell_columns(df) -> pd.DataFrame:
     return df
 
 
+def log_cell(path: Path) -> tuple[str, str, str, str, str]:
+    """(study, dataset, schedule, objective, seed folder) of a training log, from its path: a cell's
+    own folder results/{study}/{dataset}/{schedule}/{objective}/seed{seed}/train_log.jsonl, or a
+    packed cell's results/{study}/packs/{dataset}/{objective}/members/{schedule}/seed{seed}/..."""
+    parts = path.parts
+    if len(parts) >= 8 and parts[-4] == "members" and parts[-7] == "packs":
+        return parts[-8], parts[-6], parts[-3], parts[-5], parts[-2]
+    study, dataset, schedule, objective, seed = parts[-6:-1]
+    return study, dataset, schedule, objective, seed
+
+
 def read_train_logs(paths) -> pd.DataFrame:
-    """Training curves as tidy rows; the cell is read from the log's path
-    (results/{study}/{dataset}/{schedule}/{objective}/seed{seed}/train_log.jsonl)."""
+    """Training curves as tidy rows; the cell is read from the log's path (see `log_cell`)."""
     import pandas as pd
 
     rows = []
     for p in map(Path, paths):
-        study, dataset, schedule, objective, seed = p.parts[-6:-1]
+        study, dataset, schedule, objective, seed = log_cell(p)
         for line in p.read_text().splitlines():
             if not line.strip():
                 continue

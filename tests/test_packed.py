@@ -255,4 +255,8 @@ def test_a_packed_study_runs_with_one_training_job_per_pack(tmp_path):
     assert set(df[df["sampler"] == "annealed"]["metric"]) >= {"mmd_rbf", "sliced_wasserstein", "mode_weight_error"}
     member = load_model_file(results / "packs" / "mix" / "ssm" / "members" / "none" / "seed0" / "model.pt")
     assert member["pack"]["size"] == 2 and member["model_config"]["scale_by_sigma"] is False
+    curves = pd.read_parquet(results / "train_curves.parquet")  # packed logs are read as their cells'
+    assert set(zip(curves["dataset"], curves["schedule"], curves["objective"])) == {
+        ("mix", "geom", "dsm"), ("mix", "geom", "ssm"), ("mix", "none", "ssm")
+    }
     assert "Nothing to be done" in snakemake(tmp_path, "-n", "--cores", "2").stdout
