@@ -14,6 +14,7 @@ from scorebench.noise import make_schedule
 from scorebench.results import schedule_n_levels, spec_columns
 from scorebench.study import Cell, Study, load_config, validate_config
 from scorebench.summary import study_summary
+from test_studies import markdown_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTINGS = ("sigma2", "sigma", "uniform")
@@ -50,18 +51,6 @@ def level_table(base=None) -> pd.DataFrame:
                                      if sigma == min(sigmas_of(L)) else 99.0})  # fmt: skip
                         rows.append({**err, "region": "grid", "value": 77.0})
     return pd.DataFrame(rows)
-
-
-def markdown_rows(text: str, first_header: str) -> list[dict]:
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
-    header = [c.strip() for c in lines[start].strip("|").split("|")]
-    out = []
-    for line in lines[start + 2 :]:
-        if not line.startswith("|"):
-            break
-        out.append(dict(zip(header, (c.strip() for c in line.strip("|").split("|")))))
-    return out
 
 
 # ---------------------------------------------------------------------- L of every cell
