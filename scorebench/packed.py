@@ -39,7 +39,7 @@ from scorebench.errors import Preempted, ScorebenchError
 from scorebench.optim import make_adam, set_implementation
 from scorebench.tensors import as_sigma_batch
 from scorebench.train import (
-    LOG_NAME, MODEL_NAME, TRAJECTORY_FIELDS, StopOnSignal, TrainSettings, _ema_pairs, _write_log, get_lr,
+    LOG_NAME, MODEL_NAME, TRAJECTORY_FIELDS, StopOnSignal, TrainSettings, _ema_pairs, _write_log, get_lr, model_file,
 )  # fmt: skip
 
 logger = logging.getLogger("scorebench")
@@ -182,8 +182,9 @@ def train_packed(
     model = PackedMLP([m.model for m in members]).to(device).train()
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     params = list(model.parameters())
-    adam = resolve_fast_path(device, fused_adam=settings.fused_adam).adam
-    opt = make_adam(params, lr=settings.lr, beta1=settings.beta1, kind=adam)
+    # packs are small MLPs: eager, vectors, data resident (moved above); Adam and precision as configured
+    fast = resolve_fast_path(device, compile="off", data_on_device="on", fused_adam=settings.fused_adam, amp=settings.amp)
+    opt = make_adam(params, lr=settings.lr, beta1=settings.beta1, kind=fast.adam)
     ema_step = _ema_pairs(ema, model)
     gens = [torch.Generator(device=device).manual_seed(m.settings.seed) for m in members]
     noise_gen = gens[0] if k == 1 else torch.Generator(device=device).manual_seed(int(noise_seed))
@@ -203,7 +204,7 @@ def train_packed(
         if ck["step"] > settings.steps:
             raise ScorebenchError(f"checkpoint {checkpoint_path} is at step {ck['step']}, past train.steps={settings.steps}")
         load_states({"model": model, "ema": ema, "optimizer": opt}, ck, path=checkpoint_path)
-        set_implementation(opt, adam)
+        set_implementation(opt, fast.adam)
         for g, s in zip(gens + [noise_gen], ck["rngs"]):
             g.set_state(s)
         step, histories, wall_before = int(ck["step"]), ck["histories"], float(ck.get("wall_s", 0.0))
@@ -319,18 +320,15 @@ def train_packed(
         ema_step(0.0)
     wall_s = wall()
     state, ema_state = model.state_dict(), ema.state_dict()
-    desc = device_description(device)
+    device_record = {**device_description(device), "fast_path": fast.as_dict()}
+    pack = {"name": pack_name, "size": k, "members": names, "wall_s": wall_s}
     for i, m in enumerate(members):
         m.out_dir.mkdir(parents=True, exist_ok=True)
-        save_atomic(
-            {
-                "model": model.unstack(i, state), "ema": model.unstack(i, ema_state), "model_config": model.member_configs[i],
-                "step": step, "settings": m.settings.as_dict(), "sigmas": m.schedule.sigmas.detach().cpu().double(),
-                "weights": m.schedule.weights.detach().cpu().double(), "wall_s": wall_s / k, "device": desc,
-                "pack": {"name": pack_name, "size": k, "members": names, "wall_s": wall_s},
-            },
-            m.out_dir / MODEL_NAME,
+        record = model_file(
+            model.unstack(i, state), model.unstack(i, ema_state), model.member_configs[i], step, m.settings,
+            m.schedule, wall_s / k, device_record, pack=pack,
         )  # fmt: skip
+        save_atomic(record, m.out_dir / MODEL_NAME)
         _write_log(m.out_dir / LOG_NAME, histories[i])
     logger.info("pack %s: wrote %d models (step %d, %.1f s)", pack_name, k, step, wall_s)
     return {"step": step, "wall_s": wall_s, "size": k, "resumed_from": resumed_from}

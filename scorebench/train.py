@@ -610,24 +610,25 @@ def train(model, loss_fn, data, schedule, settings: TrainSettings, out_dir) -> T
         ema_step(0.0)
     wall_s = wall()
     ran = dataclasses.replace(fast, compile=forward is not model).as_dict()
+    # what this (last) segment ran: results carry it in their train_device column
+    fast_path = {**ran, "compile_s": compile_s, "compile_error": compile_error}
+    device_record = {**device_description(device), "fast_path": fast_path}
     save_atomic(
-        {
-            "model": model.state_dict(),
-            "ema": ema.state_dict(),
-            "model_config": config,
-            "step": step,
-            "settings": settings.as_dict(),
-            "sigmas": schedule.sigmas.detach().cpu().double(),
-            "weights": schedule.weights.detach().cpu().double(),
-            "wall_s": wall_s,
-            # what this (last) segment ran: results carry it in their train_device column
-            "device": {**device_description(device),
-                       "fast_path": {**ran, "compile_s": compile_s, "compile_error": compile_error}},
-        },
+        model_file(model.state_dict(), ema.state_dict(), config, step, settings, schedule, wall_s, device_record),
         out_dir / MODEL_NAME,
-    )  # fmt: skip
+    )
     logger.info("wrote %s (step %d, %.1f s)", out_dir / MODEL_NAME, step, wall_s)
     return TrainResult(step, wall_s, final_loss, resumed_from, str(device))
+
+
+def model_file(model_state, ema_state, config, step, settings, schedule, wall_s, device_record, **extra) -> dict:
+    """The contents of a finished run's model.pt (MODEL_KEYS and the rest), one layout for every
+    trainer (train, packed.train_packed), so later jobs read any of them the same way."""
+    return {
+        "model": model_state, "ema": ema_state, "model_config": config, "step": step, "settings": settings.as_dict(),
+        "sigmas": schedule.sigmas.detach().cpu().double(), "weights": schedule.weights.detach().cpu().double(),
+        "wall_s": wall_s, "device": device_record, **extra,
+    }  # fmt: skip
 
 
 def load_model_file(path) -> dict:
