@@ -16,14 +16,24 @@ def problem(seed=0):
     return net, x, y
 
 
-def run(opt_factory, steps=25, lr_schedule=lambda i: 1e-2 * (1 + i % 3)):
-    net, x, y = problem()
-    opt = opt_factory(list(net.parameters()))
-    for i in range(steps):
-        opt.param_groups[0]["lr"] = lr_schedule(i)
+def lr_at(step: int) -> float:
+    return 1e-2 * (1 + step % 3)  # a changing learning rate, as the trainer's warm-up sets it
+
+
+def continue_steps(net, opt, steps):
+    """Optimiser steps with the indices `steps` on the problem's fixed batch."""
+    _, x, y = problem()
+    for i in steps:
+        opt.param_groups[0]["lr"] = lr_at(i)
         ((net(x) - y) ** 2).mean().backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+
+
+def run(opt_factory, steps=25):
+    net, _, _ = problem()
+    opt = opt_factory(list(net.parameters()))
+    continue_steps(net, opt, range(steps))
     return net, opt
 
 
@@ -41,12 +51,7 @@ def test_state_dict_round_trip_continues_exactly():
     net, opt = run(lambda p: ForeachAdam(p, lr=1e-2), steps=10)
     fresh = ForeachAdam(list(net.parameters()), lr=1e-2)
     fresh.load_state_dict(opt.state_dict())
-    _, x, y = problem()
-    for i in range(10, 20):
-        fresh.param_groups[0]["lr"] = 1e-2 * (1 + i % 3)
-        ((net(x) - y) ** 2).mean().backward()
-        fresh.step()
-        fresh.zero_grad()
+    continue_steps(net, fresh, range(10, 20))
     for a, b in zip(full.parameters(), net.parameters()):
         assert torch.equal(a, b)
 
@@ -59,12 +64,7 @@ def test_states_cross_between_ours_and_torchs_adam():
         fresh = second(list(net.parameters()), lr=1e-2)
         fresh.load_state_dict(opt.state_dict())
         set_implementation(fresh, "loop")
-        _, x, y = problem()
-        for i in range(10, 20):
-            fresh.param_groups[0]["lr"] = 1e-2 * (1 + i % 3)
-            ((net(x) - y) ** 2).mean().backward()
-            fresh.step()
-            fresh.zero_grad()
+        continue_steps(net, fresh, range(10, 20))
         for a, b in zip(full.parameters(), net.parameters()):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
