@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from scorebench.errors import ScorebenchError
+from scorebench.heap import heap_state
 
 AMP_MODES = ("auto", "bf16", "off")
 # Each part of the trainer's fast path is a switch: "auto" picks the fast choice where it is safe.
@@ -110,8 +111,8 @@ class FastPath:
     Attributes:
         compile: the training forward goes through `torch.compile`.
         channels_last: model and image batches are NHWC (tensor cores read it without transposes).
-        adam: "fused" (torch's, one kernel for all tensors), "foreach" (scorebench.optim's, a few
-            multi-tensor kernels) or "loop" (torch's plain single-tensor Adam); see optim.make_adam.
+        adam: "fused" (torch's fused kernel, one pass per tensor), "foreach" (a few multi-tensor
+            kernels) or "loop" (torch's plain single-tensor Adam); see optim.make_adam.
         data_on_device: the training set is resident on the device (else each batch is gathered
             on the host into pinned memory and copied with non_blocking).
         precision: "bf16" (autocast) or "fp32".
@@ -141,7 +142,7 @@ def resolve_fast_path(
     """Turn the switches (auto | on | off) into what a run on `device` does.
 
     auto means: compile on CUDA (on CPU it needs a C++ toolchain and pays off only for large nets);
-    channels_last for 4-D image batches on CUDA; fused Adam on CUDA, foreach on CPU; the data set
+    channels_last for 4-D image batches on CUDA; fused Adam (both devices have the kernel); the data set
     on the GPU when it takes at most RESIDENT_FRACTION of the free memory; bf16 on CUDA (`autocast`).
     "on" forces a part wherever it applies (channels_last only exists for 4-D batches); on the CPU
     the data set is always resident (host memory is the device's memory).
@@ -162,7 +163,7 @@ def resolve_fast_path(
             raise ScorebenchError(f"train.{name}: must be one of {list(SWITCH_MODES)}, got {mode!r}")
     modes = {k: switch_mode(v) for k, v in modes.items()}
     if modes["fused_adam"] == "auto":
-        adam = "fused" if cuda else "foreach"
+        adam = "fused"
     else:
         adam = "fused" if modes["fused_adam"] == "on" else "loop"
     resident = True
@@ -207,6 +208,7 @@ def device_description(device: torch.device) -> dict:
         "cuda": torch.version.cuda,
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
+        "heap": heap_state(),
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
