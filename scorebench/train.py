@@ -92,7 +92,7 @@ class TrainSettings:
         warmup: steps of linear learning-rate warm-up (0: none).
         compile: "auto" (on for CUDA, off on CPU) | "on" | "off": torch.compile the training forward.
         channels_last: "auto" (on for 4-D image batches on CUDA) | "on" (any 4-D batch) | "off".
-        fused_adam: "auto" (fused on CUDA, foreach on CPU) | "on" (fused) | "off" (for-loop Adam).
+        fused_adam: "auto" | "on" (fused kernel, on CUDA and CPU) | "off" (for-loop Adam).
         data_on_device: "auto" (resident on the GPU when it fits) | "on" | "off" (pinned host batches).
     """
 
@@ -419,7 +419,7 @@ def train(model, loss_fn, data, schedule, settings: TrainSettings, out_dir) -> T
         model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     params = [p for p in model.parameters() if p.requires_grad]
-    # fused (CUDA) or foreach (CPU): one or a handful of kernels instead of a Python loop per tensor
+    # fused: one kernel per tensor instead of a Python loop of seven
     opt = make_adam(params, lr=settings.lr, beta1=settings.beta1, kind=fast.adam)
     ema_step = _ema_pairs(ema, model)
     gen = torch.Generator(device=device).manual_seed(settings.seed)

@@ -85,7 +85,7 @@ def read_log(path):
 def test_auto_is_the_fast_choice_for_the_device_and_each_switch_is_honoured():
     cpu = torch.device("cpu")
     auto = resolve_fast_path(cpu, sample_dim=4)
-    assert auto == FastPath(compile=False, channels_last=False, adam="foreach", data_on_device=True, precision="fp32")
+    assert auto == FastPath(compile=False, channels_last=False, adam="fused", data_on_device=True, precision="fp32")
     forced = resolve_fast_path(cpu, compile="on", channels_last=True, fused_adam="on", amp="bf16", sample_dim=4)
     assert forced == FastPath(compile=True, channels_last=True, adam="fused", data_on_device=True, precision="bf16")
     assert not resolve_fast_path(cpu, channels_last="on", sample_dim=2).channels_last  # NHWC needs 4-D
@@ -162,14 +162,14 @@ def test_compiled_forward_matches_eager_loss_and_gradients(schedule):
     assert rel(loss1, loss0) < COMPILE_RTOL and rel(grad1, grad0) < COMPILE_RTOL
 
 
-def test_fused_and_foreach_adam_follow_the_for_loop(tmp_path, ring8, schedule):
+def test_fused_adam_follows_the_for_loop(tmp_path, ring8, schedule):
     states = {}
     for mode in ("off", "on", "auto"):
         model = mlp(schedule)
         train(model, make_loss("dsm"), ring8, schedule, settings(fused_adam=mode, checkpoint_every=40), tmp_path / mode)
         states[mode] = torch.cat([p.detach().flatten() for p in model.parameters()])
         adam = load_model_file(tmp_path / mode / "model.pt")["device"]["fast_path"]["adam"]
-        assert adam == {"off": "loop", "on": "fused", "auto": "foreach"}[mode]
+        assert adam == {"off": "loop", "on": "fused", "auto": "fused"}[mode]
     start = torch.cat([p.detach().flatten() for p in mlp(schedule).parameters()])
     moved = (states["off"] - start).norm()
     for mode in ("on", "auto"):

@@ -1,10 +1,10 @@
-"""ForeachAdam (scorebench/optim.py) against torch's own multi-tensor Adam: the same arithmetic,
-so the same parameters bit for bit, including across a state_dict round trip."""
+"""LeanAdam (scorebench/optim.py) against torch's own Adam, multi-tensor and fused: the same
+kernels, so the same parameters bit for bit, including across a state_dict round trip."""
 
 import pytest
 import torch
 
-from scorebench.optim import ForeachAdam, make_adam, set_implementation
+from scorebench.optim import LeanAdam, make_adam, set_implementation
 
 
 def problem(seed=0):
@@ -37,19 +37,21 @@ def run(opt_factory, steps=25):
     return net, opt
 
 
-def test_foreach_adam_equals_torch_adam_bit_for_bit():
-    ours, _ = run(lambda p: ForeachAdam(p, lr=1e-2, betas=(0.9, 0.999), eps=1e-8))
-    ref, _ = run(lambda p: torch.optim.Adam(p, lr=1e-2, betas=(0.9, 0.999), eps=1e-8, foreach=True))
+@pytest.mark.parametrize("fused", [False, True], ids=["foreach", "fused"])
+def test_lean_adam_equals_torch_adam_bit_for_bit(fused):
+    ours, _ = run(lambda p: LeanAdam(p, lr=1e-2, betas=(0.9, 0.999), eps=1e-8, fused=fused))
+    ref, _ = run(lambda p: torch.optim.Adam(p, lr=1e-2, betas=(0.9, 0.999), eps=1e-8, foreach=not fused, fused=fused))
     for a, b in zip(ours.parameters(), ref.parameters()):
         assert torch.equal(a, b)
     moved = problem()[0]
     assert not torch.equal(next(ours.parameters()), next(moved.parameters()))  # it did train
 
 
-def test_state_dict_round_trip_continues_exactly():
-    full, _ = run(lambda p: ForeachAdam(p, lr=1e-2), steps=20)
-    net, opt = run(lambda p: ForeachAdam(p, lr=1e-2), steps=10)
-    fresh = ForeachAdam(list(net.parameters()), lr=1e-2)
+@pytest.mark.parametrize("fused", [False, True], ids=["foreach", "fused"])
+def test_state_dict_round_trip_continues_exactly(fused):
+    full, _ = run(lambda p: LeanAdam(p, lr=1e-2, fused=fused), steps=20)
+    net, opt = run(lambda p: LeanAdam(p, lr=1e-2, fused=fused), steps=10)
+    fresh = LeanAdam(list(net.parameters()), lr=1e-2, fused=fused)
     fresh.load_state_dict(opt.state_dict())
     continue_steps(net, fresh, range(10, 20))
     for a, b in zip(full.parameters(), net.parameters()):
@@ -59,7 +61,7 @@ def test_state_dict_round_trip_continues_exactly():
 def test_states_cross_between_ours_and_torchs_adam():
     """A checkpoint written with one implementation resumes under the other (fused_adam switches)."""
     full, _ = run(lambda p: torch.optim.Adam(p, lr=1e-2, foreach=False), steps=20)
-    for first, second in ((ForeachAdam, torch.optim.Adam), (torch.optim.Adam, ForeachAdam)):
+    for first, second in ((LeanAdam, torch.optim.Adam), (torch.optim.Adam, LeanAdam)):
         net, opt = run(lambda p: first(p, lr=1e-2), steps=10)
         fresh = second(list(net.parameters()), lr=1e-2)
         fresh.load_state_dict(opt.state_dict())
@@ -71,12 +73,13 @@ def test_states_cross_between_ours_and_torchs_adam():
 
 def test_a_foreign_state_is_refused():
     net, _, _ = problem()
-    opt = ForeachAdam(list(net.parameters()), lr=1e-3)
+    opt = LeanAdam(list(net.parameters()), lr=1e-3)
     with pytest.raises(ValueError, match="not the state of an Adam over these parameters"):
         opt.load_state_dict(torch.optim.Adam(list(net.parameters())[:2]).state_dict())
 
 
 def test_make_adam_kinds():
     net, _, _ = problem()
-    assert isinstance(make_adam(net.parameters(), lr=1e-3, beta1=0.9, kind="foreach"), ForeachAdam)
+    assert not make_adam(net.parameters(), lr=1e-3, beta1=0.9, kind="foreach").fused
+    assert make_adam(net.parameters(), lr=1e-3, beta1=0.9, kind="fused").fused  # on the CPU: LeanAdam, no torch.optim
     assert isinstance(make_adam(net.parameters(), lr=1e-3, beta1=0.9, kind="loop"), torch.optim.Adam)
