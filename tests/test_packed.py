@@ -17,7 +17,7 @@ from scorebench.errors import Preempted, ScorebenchError
 from scorebench.losses import make_loss
 from scorebench.models import build_model, model_from_config
 from scorebench.noise import make_schedule
-from scorebench.packed import PackedMLP, PackMember, _clip_per_member, train_packed
+from scorebench.packed import DRAW_BLOCK, PackedMLP, PackMember, _clip_per_member, _Draws, train_packed
 from scorebench.study import Study, load_config
 from scorebench.train import TrainSettings, load_model_file, train
 
@@ -133,7 +133,24 @@ def test_a_pack_of_four_gives_what_four_separate_runs_give(tmp_path, ring8):
         assert len((tmp_path / "pack" / name / "train_log.jsonl").read_text().splitlines()) == 3
 
 
+def test_a_members_minibatches_come_from_its_seed_alone():
+    """Drawn in blocks from the member's own generator: the same in any pack, whatever its neighbours."""
+
+    def first_steps(seeds, levels):
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        draws = _Draws(gens, 1000, levels, 16, DRAW_BLOCK, "cpu")
+        return [draws.next() for _ in range(DRAW_BLOCK + 5)]  # across a block boundary
+
+    alone, packed = first_steps([7], [10]), first_steps([3, 7, 5], [2, 10, 50])
+    for (idx_a, lev_a), (idx_p, lev_p) in zip(alone, packed):
+        assert torch.equal(idx_a[0], idx_p[1]) and torch.equal(lev_a[0], lev_p[1])
+        assert not torch.equal(idx_p[0], idx_p[1])
+    assert int(max(lev.max() for _, lev in packed)) < 50 and int(max(lev[0].max() for _, lev in packed)) < 2
+
+
 def test_a_stopped_pack_resumes_exactly(tmp_path, ring8):
+    """Stopped at step 23, inside a block of drawn minibatches (DRAW_BLOCK = 32)."""
+    assert 0 < 23 % DRAW_BLOCK
     scheds = list(schedules().values())[:2]
     dsm = make_loss("dsm")
 
