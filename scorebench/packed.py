@@ -97,9 +97,11 @@ class PackedMLP(nn.Module):
     Called like a member on a flat batch: `forward(x, sigma)` with x (K·B, *shape) and sigma (K·B,),
     rows k·B … (k+1)·B − 1 belonging to member k. The losses call it exactly as they call a member
     (autograd w.r.t. x included), so every objective trains packed without change. Each layer is one
-    batched matrix product over the members (`torch.baddbmm`): measured here twice as fast as
+    batched matrix product over the members (`_BatchedLinear`): measured here twice as fast as
     `torch.func.vmap` over `functional_call` (which dispatches a batched `linear`), and the step of a
-    tiny MLP is all matrix products. `unstack` gives each member's own state dict back.
+    tiny MLP is all matrix products. Built with the members' σ tables, it also takes each row's σ
+    level (`forward(..., level=)`, what the trainer passes) and looks the σ conditioning up instead
+    of computing it per row. `unstack` gives each member's own state dict back.
     """
 
     def __init__(self, members: list[nn.Module], sigma_table: torch.Tensor | None = None):
