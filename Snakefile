@@ -22,6 +22,7 @@ wildcard_constraints:
     objective="|".join(STUDY.preset_names("objectives")),
     sampler="|".join(STUDY.samplers),
     seed=r"\d+",
+    shard=r"shard\d+",
 
 
 include: "workflow/rules/train.smk"

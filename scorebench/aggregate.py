@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scorebench.errors import ScorebenchError
-from scorebench.results import KEY_COLUMNS, write_table, write_text
+from scorebench.results import KEY_COLUMNS, cell_of_path, write_table, write_text
 
 if TYPE_CHECKING:  # pandas is imported lazily inside the functions
     import pandas as pd
@@ -64,24 +64,13 @@ def broadcast_cell_columns(df) -> pd.DataFrame:
     return df
 
 
-def log_cell(path: Path) -> tuple[str, str, str, str, str]:
-    """(study, dataset, schedule, objective, seed folder) of a training log, from its path: a cell's
-    own folder results/{study}/{dataset}/{schedule}/{objective}/seed{seed}/train_log.jsonl, or a
-    packed cell's results/{study}/packs/{dataset}/{objective}/members/{schedule}/seed{seed}/..."""
-    parts = path.parts
-    if len(parts) >= 8 and parts[-4] == "members" and parts[-7] == "packs":
-        return parts[-8], parts[-6], parts[-3], parts[-5], parts[-2]
-    study, dataset, schedule, objective, seed = parts[-6:-1]
-    return study, dataset, schedule, objective, seed
-
-
 def read_train_logs(paths) -> pd.DataFrame:
-    """Training curves as tidy rows; the cell is read from the log's path (see `log_cell`)."""
+    """Training curves as tidy rows; the cell is read from the log's path (`results.cell_of_path`)."""
     import pandas as pd
 
     rows = []
     for p in map(Path, paths):
-        study, dataset, schedule, objective, seed = log_cell(p)
+        study, dataset, schedule, objective, seed = cell_of_path(p, below=1)
         for line in p.read_text().splitlines():
             if not line.strip():
                 continue
@@ -91,7 +80,7 @@ def read_train_logs(paths) -> pd.DataFrame:
             rows.append(
                 {
                     "study": study, "dataset": dataset, "schedule": schedule, "objective": objective,
-                    "seed": int(seed.removeprefix("seed")), "step": int(rec["step"]), "loss": float(rec["loss"]),
+                    "seed": seed, "step": int(rec["step"]), "loss": float(rec["loss"]),
                     "wall_s": float(rec.get("wall_s", math.nan)),
                 }  # fmt: skip
             )

@@ -49,6 +49,12 @@ def cmd_score_error(args):
     score_error_job(_spec(args), args.model, args.out)
 
 
+def cmd_evaluate_pack(args):
+    from scorebench.jobs import evaluate_pack_job
+
+    evaluate_pack_job(_spec(args), args.models, args.out_dir, args.work_dir, args.reference)
+
+
 def cmd_reference_stats(args):
     from scorebench.jobs import reference_job
 
@@ -124,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--spec", required=True)
     sp.add_argument("--model", required=True)
     sp.add_argument("--out", required=True)
+
+    sp = verb("evaluate-pack", cmd_evaluate_pack, "sample, evaluate and score-error a group of a pack's cells in one process")
+    sp.add_argument("--spec", required=True, help="evaluation group spec JSON (or @file)")
+    sp.add_argument("--models", required=True, help="the pack's members folder written by `train-pack`")
+    sp.add_argument("--out-dir", required=True, help="folder for each member's samples/ and metrics/")
+    sp.add_argument("--work-dir", required=True, help="folder the files are made in (not an output; kept on failure)")
+    sp.add_argument("--reference", default=None, help="reference-stats folder (image datasets)")
 
     sp = verb("reference-stats", cmd_reference_stats, "reference features of a dataset for FID/KID/PR")
     sp.add_argument("--spec", required=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from scorebench.results import atomic_path
+from scorebench.results import atomic_path, cell_of_path
 
 SAMPLE_METRICS = [
     ("fid", "FID (lower is better)"),
@@ -171,10 +171,10 @@ def training_curves(curves, out_dir: Path) -> None:
     _save(g.figure, out_dir, "training_curves")
 
 
-def _cell_of(path: Path):
-    # results/{study}/{dataset}/{schedule}/{objective}/seed{seed}/samples/{sampler}.npz
-    dataset, schedule, objective, seed = path.parts[-6:-2]
-    return dataset, schedule, objective, seed, path.stem
+def sample_cell(path) -> tuple[str, str, str, int, str]:
+    """(dataset, schedule, objective, seed, sampler) of a samples/{sampler}.npz file."""
+    _, dataset, schedule, objective, seed = cell_of_path(path, below=2)
+    return dataset, schedule, objective, seed, Path(path).stem
 
 
 def samples_figure(sample_files, out_dir: Path, max_panels: int = 24) -> None:
@@ -183,7 +183,7 @@ def samples_figure(sample_files, out_dir: Path, max_panels: int = 24) -> None:
 
     plt, _ = _plt()
     files = sorted(Path(p) for p in sample_files)
-    files = [f for f in files if _cell_of(f)[3] == min(_cell_of(g)[3] for g in files)][:max_panels]
+    files = [f for f in files if sample_cell(f)[3] == min(sample_cell(g)[3] for g in files)][:max_panels]
     if not files:
         return _empty(out_dir, "samples", "no samples")
     cols = min(4, len(files))
@@ -194,7 +194,7 @@ def samples_figure(sample_files, out_dir: Path, max_panels: int = 24) -> None:
     for ax, f in zip(axes.flat, files):
         with np.load(f) as z:
             x = z["samples"]
-        dataset, schedule, objective, _, sampler = _cell_of(f)
+        dataset, schedule, objective, _, sampler = sample_cell(f)
         ax.set_title(f"{dataset}\n{schedule} / {objective} / {sampler}", fontsize=8)
         if x.ndim == 2:
             ax.axis("on")

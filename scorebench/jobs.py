@@ -90,6 +90,45 @@ def train_pack_job(spec: dict, out_dir, resume_dir) -> dict:
     )  # fmt: skip
 
 
+def evaluate_pack_job(spec: dict, models_dir, out_dir, work_dir, reference_dir=None) -> None:
+    """Sample, evaluate and score-error every cell of one evaluation group of a pack (Study.eval_pack_spec)
+    in one process: out_dir/{member}/samples/{sampler}.npz, metrics/{sampler}.parquet and
+    metrics/score_error.parquet, each made by the unpacked job's function from the unpacked job's spec.
+
+    Files are made in `work_dir` (not an output, so a failed job's finished files survive) and each
+    is stamped with a digest of its spec and source; a rerun keeps the files whose stamp still
+    matches. When all are made, `work_dir` becomes `out_dir` in one rename.
+    """
+    models_dir, out_dir, work_dir = Path(models_dir), Path(out_dir), Path(work_dir)
+    members = spec["members"]
+    log.info("evaluating %d cells of pack %s (%s)", len(members), spec["pack"], spec["shard"])
+    for i, (member, m) in enumerate(members.items()):
+        model, cell = models_dir / member / "model.pt", work_dir / member
+        for sampler, sample_spec in m["sample"].items():
+            samples = cell / "samples" / f"{sampler}.npz"
+            _made_once(samples, sample_spec, model, lambda: sample_job(sample_spec, model, samples))
+            table, eval_spec = cell / "metrics" / f"{sampler}.parquet", m["evaluate"][sampler]
+            _made_once(table, eval_spec, samples, lambda: evaluate_samples_job(eval_spec, samples, table, reference_dir))
+        table = cell / "metrics" / "score_error.parquet"
+        _made_once(table, m["score_error"], model, lambda: score_error_job(m["score_error"], model, table))
+        log.info("cell %d/%d of %s %s done: %s", i + 1, len(members), spec["pack"], spec["shard"], member)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work_dir.replace(out_dir)
+
+
+def _made_once(path: Path, spec: dict, source: Path, make) -> None:
+    """Run `make` unless `path` exists with a stamp for this spec and source; then stamp it."""
+    stamp = path.with_name(path.name + ".made_from")
+    key = made_from(spec, source)
+    if path.exists() and stamp.exists() and stamp.read_text() == key:
+        log.info("kept %s (made earlier for the same spec and source)", path)
+        return
+    make()
+    write_text(stamp, key)
+
+
 def discard_foreign_checkpoint(out_dir: Path, spec: dict) -> None:
     """Keep a resume checkpoint only if it was made for this very spec.
 
@@ -231,7 +270,7 @@ def sample_job(spec: dict, model_path, out_path) -> dict:
         every = max(1, schedule.levels * max(1, sampler["n_steps"]) // int(sampling["snapshots"]))
 
     chunk_dir = Path(f"{out_path}.chunks")
-    key = chunk_key(spec, model_path)
+    key = made_from(spec, model_path)
     size = resumable_chunk_size(chunk_dir, key)
     if size is None:
         size = chunk_size(sampling["batch_size"], n, score_fn, dataset.shape, float(sigmas[0]), device)
@@ -314,11 +353,12 @@ def chunk_path(chunk_dir: Path, k: int) -> Path:
     return chunk_dir / f"chunk_{k:05d}.npz"
 
 
-def chunk_key(spec: dict, model_path) -> str:
-    """What a chunk was drawn from: the sample spec and the model file's bytes (a retrained model
-    under the same spec, e.g. on another GPU, must not mix its samples with the old one's)."""
+def made_from(spec: dict, source_path) -> str:
+    """A digest of what an output is made from: its spec and its source file's bytes (a sample
+    chunk: the sample spec and the model; a retrained model under the same spec, e.g. on another
+    GPU, must not mix its samples with the old one's)."""
     digest = hashlib.sha256(st.spec_json(spec).encode())
-    with open(model_path, "rb") as fh:
+    with open(source_path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -47,6 +47,7 @@ TRAINING_DEFAULTS = {
 # Workflow-level training keys: how cells are scheduled into jobs, not how one network trains.
 PACK_DEFAULT = False
 PACKABLE_ARCHS = ("mlp",)  # packed.PackedMLP stacks these
+PACK_EVAL_SHARD = 8  # packed cells sampled and evaluated per job (Study.eval_shards)
 MODEL_DEFAULTS = {
     "toy": {"arch": "mlp", "preset": "tiny", "scale_by_sigma": "auto"},
     "image": {"arch": "unet", "preset": "tiny", "scale_by_sigma": "auto"},
@@ -319,6 +320,35 @@ class Study:
         """Spec of a pack's training job: {member folder: (unpacked) train spec} for every member."""
         members = {self.pack_member_dir(c): self.train_spec(c) for c in self.packs[name]}
         return {"study": self.name, "pack": name, "members": members}
+
+    def eval_shards(self, name: str) -> list[list[Cell]]:
+        """A pack's cells in groups of PACK_EVAL_SHARD: one sampling-and-evaluation job each.
+
+        Why groups: a toy cell's sample, evaluate and score-error jobs each pay a process start and
+        `import torch` (~1.3 s here) for less work than that; one job per group pays it once for
+        several cells, and several groups still run side by side.
+        """
+        cells = self.packs[name]
+        return [cells[i : i + PACK_EVAL_SHARD] for i in range(0, len(cells), PACK_EVAL_SHARD)]
+
+    def eval_shard_of(self, cell: Cell) -> str:
+        """The folder name (`shard<i>`) of the evaluation group of a packed cell."""
+        shards = self.eval_shards(self.pack_of(cell))
+        return next(f"shard{i}" for i, group in enumerate(shards) if cell in group)
+
+    def eval_pack_spec(self, name: str, shard: str) -> dict:
+        """Spec of one evaluation group of a pack: for every member folder, the specs its unpacked
+        sample, evaluate and score-error jobs would get, so each cell's outputs mean the same."""
+        group = self.eval_shards(name)[int(shard.removeprefix("shard"))]
+        members = {
+            self.pack_member_dir(c): {
+                "sample": {s: self.sample_spec(c, s) for s in self.samplers},
+                "evaluate": {s: self.eval_spec(c, s) for s in self.samplers},
+                "score_error": self.eval_spec(c),
+            }
+            for c in group
+        }
+        return {"study": self.name, "pack": name, "shard": shard, "members": members}
 
     def _check_packs(self) -> None:
         """A dataset that asks for packing itself must have a packable network."""

@@ -25,7 +25,7 @@ import logging
 from pathlib import Path
 
 from scorebench.errors import ScorebenchError
-from scorebench.figures import _empty, _plt, _save
+from scorebench.figures import _empty, _plt, _save, sample_cell
 from scorebench.levels_study import LEVEL_FIGURES, levels_figures
 from scorebench.objectives_study import objectives_figure
 from scorebench.results import atomic_path
@@ -291,12 +291,6 @@ def score_error_vs_log_density(df, out_dir: Path, name: str = "score_error_vs_lo
 # ---------------------------------------------------------------------- plain vs annealed Langevin
 
 
-def _sample_cell(path: Path):
-    # results/{study}/{dataset}/{schedule}/{objective}/seed{seed}/samples/{sampler}.npz
-    dataset, schedule, objective, seed = path.parts[-6:-2]
-    return dataset, schedule, objective, int(seed.removeprefix("seed")), path.stem
-
-
 def _mixture_log_density(mixture: dict, xs, ys):
     """log p_0 of an isotropic Gaussian mixture (means, stds, weights) on the grid xs × ys, (len(ys), len(xs))."""
     import numpy as np
@@ -336,19 +330,19 @@ def sampler_samples_figure(sample_files, df, mixtures: dict, out_dir: Path, name
     import numpy as np
 
     plt, _ = _plt()
-    files = [Path(p) for p in sample_files if _sample_cell(Path(p))[0] in mixtures]
-    files = _first_seed(files, lambda p: ((_sample_cell(p)[:3] + (_sample_cell(p)[4],)), _sample_cell(p)[3]))
+    files = [Path(p) for p in sample_files if sample_cell(Path(p))[0] in mixtures]
+    files = _first_seed(files, lambda p: ((sample_cell(p)[:3] + (sample_cell(p)[4],)), sample_cell(p)[3]))
     if not files:
         return _empty(out_dir, name, "no samples of a Gaussian-mixture dataset")
-    rows_keys = sorted({_sample_cell(p)[:3] for p in files})
-    samplers = sorted({_sample_cell(p)[4] for p in files})
+    rows_keys = sorted({sample_cell(p)[:3] for p in files})
+    samplers = sorted({sample_cell(p)[4] for p in files})
     kinds = df.drop_duplicates("sampler").set_index("sampler")["sampler_kind"].to_dict() if "sampler_kind" in df else {}
     fig, axes = plt.subplots(len(rows_keys), len(samplers), figsize=(3.6 * len(samplers), 3.4 * len(rows_keys)),
                              squeeze=False)  # fmt: skip
     for ax in axes.flat:
         ax.axis("off")
     for p in files:
-        dataset, schedule, objective, seed, sampler = _sample_cell(p)
+        dataset, schedule, objective, seed, sampler = sample_cell(p)
         ax = axes[rows_keys.index((dataset, schedule, objective)), samplers.index(sampler)]
         ax.axis("on")
         mix = mixtures[dataset]
@@ -537,7 +531,7 @@ def annealed_animation(sample_files, out_path, *, samplers, sigmas: dict, mixtur
 
     plt, _ = _plt()
     files = [Path(p) for p in sample_files if Path(p).stem in set(samplers)]
-    files = _first_seed(files, lambda p: ((_sample_cell(p)[:3] + (_sample_cell(p)[4],)), _sample_cell(p)[3]))
+    files = _first_seed(files, lambda p: ((sample_cell(p)[:3] + (sample_cell(p)[4],)), sample_cell(p)[3]))
     clips = []
     for p in files:
         with np.load(p) as z:
@@ -556,12 +550,12 @@ def annealed_animation(sample_files, out_path, *, samplers, sigmas: dict, mixtur
     for p, _, _, _, final in clips:
         ok = final[np.isfinite(final).all(1)]
         lo, hi = np.percentile(ok, 0.5, axis=0), np.percentile(ok, 99.5, axis=0)
-        ds = _sample_cell(p)[0]
+        ds = sample_cell(p)[0]
         old = ranges.get(ds, (lo, hi))
         ranges[ds] = (np.minimum(old[0], lo), np.maximum(old[1], hi))
     views = []
     for p, *_ in clips:
-        lo, hi = ranges[_sample_cell(p)[0]]
+        lo, hi = ranges[sample_cell(p)[0]]
         pad = 0.35 * (hi - lo)
         views.append((lo - pad, hi + pad))
     backgrounds = {}
@@ -577,14 +571,14 @@ def annealed_animation(sample_files, out_path, *, samplers, sigmas: dict, mixtur
             ax.clear()
             i = min(t, len(snaps) - 1)
             x = snaps[i]
-            bg = backgrounds.get(_sample_cell(p)[0])
+            bg = backgrounds.get(sample_cell(p)[0])
             if bg is not None:
                 ax.contourf(*bg, levels=np.linspace(-DENSITY_RANGE, 0, 13), cmap="Oranges", extend="min")
             ax.scatter(x[:, 0], x[:, 1], s=6, alpha=0.7, color="#1f3b73", linewidths=0)
             ax.set_xlim(lo[0], hi[0])
             ax.set_ylim(lo[1], hi[1])
             outside = float(np.mean(~((x >= lo) & (x <= hi)).all(1)))
-            dataset, schedule, objective, _, sampler = _sample_cell(p)
+            dataset, schedule, objective, _, sampler = sample_cell(p)
             sig = sigmas.get((dataset, schedule))
             level = int(lev[i])
             known = sig is not None and 0 <= level < len(sig)

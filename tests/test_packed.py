@@ -303,6 +303,7 @@ def test_a_packed_study_runs_with_one_training_job_per_pack(tmp_path):
 
     counts = job_counts(snakemake(tmp_path, "-n", "--cores", "2").stdout)
     assert counts.get("train_pack") == 2 and "train" not in counts  # mix/ssm (2 schedules) and mix/dsm (1)
+    assert counts.get("evaluate_pack") == 2 and not {"sample", "evaluate", "score_error"} & set(counts)
     snakemake(tmp_path, "--cores", "2")
     results = tmp_path / "results" / "test"
     df = pd.read_parquet(results / "metrics.parquet")

@@ -134,9 +134,12 @@ def test_default_study_dry_run_lists_every_job():
 
     study = Study(load_config(ROOT / "config" / "config.yaml"))
     packed = sum(len(cells) for cells in study.packs.values())
-    assert counts.get("train_pack", 0) == len(study.packs)  # the default study packs its toy cells
-    assert counts["train"] + packed == counts["score_error"] == len(study.cells)
-    assert counts["sample"] == counts["evaluate"] == 2 * len(study.cells)
+    assert packed and counts.get("train_pack", 0) == len(study.packs)  # the default study packs its toy cells
+    # a pack's cells are sampled and evaluated in groups, one evaluate_pack job per group
+    groups = sum(len(study.eval_shards(name)) for name in study.packs)
+    assert counts.get("evaluate_pack", 0) == groups < packed
+    assert counts["train"] == counts["score_error"] == len(study.cells) - packed
+    assert counts["sample"] == counts["evaluate"] == len(study.samplers) * (len(study.cells) - packed)
 
 
 def test_report_bundles_the_figures(study):

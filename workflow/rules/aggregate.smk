@@ -17,10 +17,11 @@ rule aggregate:
         mem_mb=4000,
         runtime=30,
     params:
+        tables=metric_table_files,
         train_logs=train_log_files,
         tables_dir=lambda wildcards, output: os.path.dirname(output.summary),
     shell:
-        "scorebench aggregate --inputs {input.tables} --train-logs {params.train_logs} --out {output.table} --tables {params.tables_dir} > {log} 2>&1"
+        "scorebench aggregate --inputs {params.tables} --train-logs {params.train_logs} --out {output.table} --tables {params.tables_dir} > {log} 2>&1"
 
 
 rule figures:
@@ -69,6 +70,7 @@ rule figures:
         mem_mb=4000,
         runtime=30,
     params:
+        samples=sample_files,
         out_dir=lambda wildcards, output: os.path.dirname(output.samples),
     shell:
-        "scorebench figures --table {input.table} --curves {input.curves} --samples {input.samples} --out-dir {params.out_dir} > {log} 2>&1"
+        "scorebench figures --table {input.table} --curves {input.curves} --samples {params.samples} --out-dir {params.out_dir} > {log} 2>&1"

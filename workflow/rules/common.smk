@@ -42,18 +42,14 @@ def cell_of(wildcards):
     )
 
 
-def cell_paths(pattern, **extra):
-    """`pattern` (with {dataset}... wildcards) filled for every cell of the grid."""
-    return [
-        pattern.format(
-            dataset=c.dataset,
-            schedule=c.schedule,
-            objective=c.objective,
-            seed=c.seed,
-            **extra,
-        )
-        for c in STUDY.cells
-    ]
+def cell_file(cell, name):
+    """`name` in the cell's own folder (cell_path filled in for one cell)."""
+    return cell_path(name).format(
+        dataset=cell.dataset,
+        schedule=cell.schedule,
+        objective=cell.objective,
+        seed=cell.seed,
+    )
 
 
 def get_train_spec(wildcards):
@@ -78,12 +74,7 @@ def trained_file(cell, name):
     """A cell's training output `name` (model.pt, train_log.jsonl): in its own folder, or in its
     pack's output folder when it is trained packed."""
     if STUDY.pack_of(cell) is None:
-        return cell_path(name).format(
-            dataset=cell.dataset,
-            schedule=cell.schedule,
-            objective=cell.objective,
-            seed=cell.seed,
-        )
+        return cell_file(cell, name)
     return f"{pack_folder(cell)}/{STUDY.pack_member_dir(cell)}/{name}"
 
 
@@ -126,11 +117,49 @@ def get_reference(wildcards):
     return [study_path(f"reference/{wildcards.dataset}/reference.json")]
 
 
+def get_eval_pack_spec(wildcards):
+    name = f"{wildcards.dataset}/{wildcards.objective}"
+    return spec_json(STUDY.eval_pack_spec(name, wildcards.shard))
+
+
+def evaluated_folder(cell):
+    """The output folder of the evaluation group of a packed cell."""
+    return pack_path(f"evaluated/{STUDY.eval_shard_of(cell)}").format(
+        dataset=cell.dataset, objective=cell.objective
+    )
+
+
+def evaluated_file(cell, name):
+    """A cell's sampling or evaluation output `name` (samples/x.npz, metrics/x.parquet): in its own
+    folder, or in its evaluation group's folder when it is trained packed."""
+    if STUDY.pack_of(cell) is None:
+        return cell_file(cell, name)
+    return f"{evaluated_folder(cell)}/{STUDY.pack_member_dir(cell)}/{name}"
+
+
+def evaluated_input(cell, name):
+    """What a job that reads `evaluated_file(cell, name)` waits for (the group's folder if packed)."""
+    if STUDY.pack_of(cell) is None:
+        return evaluated_file(cell, name)
+    return evaluated_folder(cell)
+
+
+def metric_names():
+    return ["metrics/score_error.parquet"] + [
+        f"metrics/{s}.parquet" for s in STUDY.samplers
+    ]
+
+
+def sample_names():
+    return [f"samples/{s}.npz" for s in STUDY.samplers]
+
+
 def get_metric_tables(wildcards=None):
-    tables = cell_paths(cell_path("metrics/score_error.parquet"))
-    for sampler in STUDY.samplers:
-        tables += cell_paths(cell_path("metrics/{sampler}.parquet"), sampler=sampler)
-    return tables
+    return sorted({evaluated_input(c, n) for n in metric_names() for c in STUDY.cells})
+
+
+def metric_table_files(wildcards=None):
+    return [evaluated_file(c, n) for n in metric_names() for c in STUDY.cells]
 
 
 def get_train_logs(wildcards=None):
@@ -142,11 +171,11 @@ def train_log_files(wildcards=None):
 
 
 def get_sample_files(wildcards=None):
-    return [
-        p
-        for s in STUDY.samplers
-        for p in cell_paths(cell_path("samples/{sampler}.npz"), sampler=s)
-    ]
+    return sorted({evaluated_input(c, n) for n in sample_names() for c in STUDY.cells})
+
+
+def sample_files(wildcards=None):
+    return [evaluated_file(c, n) for n in sample_names() for c in STUDY.cells]
 
 
 FIGURES = [
@@ -174,12 +203,7 @@ def get_study_figures_spec(wildcards=None):
 
 def get_score_field_files(wildcards=None):
     """Score fields of the 2-D toy cells, when the study draws score fields."""
-    return [
-        cell_path("score_field.npz").format(
-            dataset=c.dataset, schedule=c.schedule, objective=c.objective, seed=c.seed
-        )
-        for c in STUDY.field_cells
-    ]
+    return [cell_file(c, "score_field.npz") for c in STUDY.field_cells]
 
 
 def get_final_output():

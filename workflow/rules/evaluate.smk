@@ -68,3 +68,35 @@ rule score_error:
         spec=get_score_error_spec,
     shell:
         "OMP_NUM_THREADS={threads} scorebench score-error --spec {params.spec:q} --model {params.model} --out {output.table} > {log} 2>&1"
+
+
+# The cells of a pack (training.pack) are sampled and evaluated in groups of Study.eval_shards, one
+# job per group: each cell's files are made by the unpacked jobs' code from the unpacked jobs' specs,
+# in a work folder first, so a failed group keeps its finished cells for the rerun.
+rule evaluate_pack:
+    input:
+        models=rules.train_pack.output.members,
+        reference=get_reference,
+    output:
+        evaluated=directory(pack_path("evaluated/{shard}")),
+    log:
+        f"{R}/logs/evaluate_pack/{{dataset}}/{{objective}}/{{shard}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate_pack/{{dataset}}/{{objective}}/{{shard}}.tsv"
+    conda:
+        "../../environment.yml"
+    threads: 1
+    resources:
+        gpu=1,
+        mem_mb=4000,
+        runtime=240,
+    params:
+        spec=get_eval_pack_spec,
+        work_dir=pack_path("evaluating/{shard}"),
+        reference=lambda wildcards, input: (
+            f"--reference {os.path.dirname(input.reference[0])}"
+            if input.reference
+            else ""
+        ),
+    shell:
+        "OMP_NUM_THREADS={threads} exec scorebench evaluate-pack --spec {params.spec:q} --models {input.models} {params.reference} --work-dir {params.work_dir} --out-dir {output.evaluated} > {log} 2>&1"

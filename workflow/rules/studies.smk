@@ -61,9 +61,10 @@ rule study_figures:
         mem_mb=4000,
         runtime=30,
     params:
+        samples=sample_files,
         spec=get_study_figures_spec,
         out_dir=lambda wildcards, output: os.path.join(
             os.path.dirname(output.summary), "figures"
         ),
     shell:
-        "OMP_NUM_THREADS={threads} scorebench study-figures --spec {params.spec:q} --table {input.table} --fields {input.fields} --samples {input.samples} --out-dir {params.out_dir} --summary {output.summary} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} scorebench study-figures --spec {params.spec:q} --table {input.table} --fields {input.fields} --samples {params.samples} --out-dir {params.out_dir} --summary {output.summary} > {log} 2>&1"

@@ -1,0 +1,119 @@
+"""Packed evaluation (jobs.evaluate_pack_job): a group of a pack's cells sampled, evaluated and
+score-errored in one process must write what the per-cell jobs write, and a group that fails part
+way keeps the cells it finished.
+
+Checked against the per-cell jobs themselves (sample, evaluate, score-error), run on the same
+members' model files with the specs the unpacked workflow gives them.
+"""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import scorebench.jobs as jobs
+from scorebench.study import Study, validate_config
+
+CONFIG = {
+    "study": "evalpack",
+    "seeds": [0, 1],
+    "datasets": {"mix": {"kind": "gmm_2mode", "options": {"n_train": 500, "n_test": 200}}},
+    "schedules": {
+        "L1": {"kind": "single", "sigma": 0.3},
+        "L3": {"kind": "geometric", "sigma_max": 3.0, "sigma_min": 0.3, "levels": 3},
+    },
+    "objectives": {"dsm": {"kind": "dsm"}},
+    "training": {"steps": 20, "batch_size": 32, "log_every": 10, "checkpoint_every": 20, "device": "cpu", "pack": True},
+    "sampling": {"n_samples": 40, "samplers": {"annealed": {"kind": "annealed_langevin", "n_steps": 3}}},
+    "evaluation": {"score_error": {"n_points": 100, "n_bins": 2, "grid_size": 8}},
+}
+
+# columns that say when and how long, not what
+VOLATILE = ("wall_s", "host", "gpu_hours", "created", "time")
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory):
+    """The study, its one pack trained, and the folder of its members' model files."""
+    study = Study(validate_config(json.loads(json.dumps(CONFIG))))
+    (name,) = study.packs
+    root = tmp_path_factory.mktemp("pack")
+    jobs.train_pack_job(study.pack_spec(name), root / "members", root / "resume")
+    return study, name, root / "members"
+
+
+def stable(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows and columns that say what was measured (timings dropped: they differ run to run)."""
+    keep = [c for c in df.columns if not any(v in c for v in VOLATILE)]
+    timed = df["metric"].str.contains("|".join(VOLATILE))
+    return df.loc[~timed, keep].reset_index(drop=True)
+
+
+def test_a_group_writes_what_the_per_cell_jobs_write(pack, tmp_path):
+    study, name, members = pack
+    (group,) = study.eval_shards(name)  # 4 cells, one group
+    assert len(group) == 4
+    jobs.evaluate_pack_job(study.eval_pack_spec(name, "shard0"), members, tmp_path / "out", tmp_path / "work")
+    assert not (tmp_path / "work").exists()  # renamed into the output in one step
+    for cell in group:
+        member = study.pack_member_dir(cell)
+        model, alone = members / member / "model.pt", tmp_path / "alone" / member
+        jobs.sample_job(study.sample_spec(cell, "annealed"), model, alone / "samples.npz")
+        jobs.evaluate_samples_job(study.eval_spec(cell, "annealed"), alone / "samples.npz", alone / "annealed.parquet")
+        jobs.score_error_job(study.eval_spec(cell), model, alone / "score_error.parquet")
+        packed = tmp_path / "out" / member
+        with np.load(alone / "samples.npz") as a, np.load(packed / "samples" / "annealed.npz") as b:
+            assert np.array_equal(a["samples"], b["samples"]), member
+        for mine, theirs in (("annealed.parquet", "annealed.parquet"), ("score_error.parquet", "score_error.parquet")):
+            a, b = pd.read_parquet(alone / mine), pd.read_parquet(packed / "metrics" / theirs)
+            assert len(a) > 0 and set(a["cell"]) == {cell.id}
+            pd.testing.assert_frame_equal(stable(a), stable(b))
+
+
+def test_a_failed_group_keeps_its_finished_cells(pack, tmp_path, monkeypatch, caplog):
+    study, name, members = pack
+    spec = study.eval_pack_spec(name, "shard0")
+    last = list(spec["members"])[-1]
+    real = jobs.score_error_job
+
+    def fails_on_the_last_cell(s, model, out):
+        if str(model).endswith(f"{last}/model.pt"):
+            raise RuntimeError("killed")
+        return real(s, model, out)
+
+    monkeypatch.setattr(jobs, "score_error_job", fails_on_the_last_cell)
+    with pytest.raises(RuntimeError, match="killed"):
+        jobs.evaluate_pack_job(spec, members, tmp_path / "out", tmp_path / "work")
+    assert not (tmp_path / "out").exists()
+    first = tmp_path / "work" / list(spec["members"])[0]
+    before = (first / "samples" / "annealed.npz").stat().st_mtime_ns
+    monkeypatch.setattr(jobs, "score_error_job", real)
+    with caplog.at_level("INFO", logger="scorebench"):
+        jobs.evaluate_pack_job(spec, members, tmp_path / "out", tmp_path / "work")
+    kept = [r.getMessage() for r in caplog.records if r.getMessage().startswith("kept ")]
+    assert len(kept) == 3 * 3 + 2  # three finished cells' three files, the last cell's samples and table
+    moved = tmp_path / "out" / list(spec["members"])[0] / "samples" / "annealed.npz"
+    assert moved.stat().st_mtime_ns == before
+    assert all((tmp_path / "out" / m / "metrics" / "score_error.parquet").exists() for m in spec["members"])
+
+
+def test_groups_cover_the_pack_once(pack):
+    study, name, _ = pack
+    cells = [c for group in study.eval_shards(name) for c in group]
+    assert sorted(c.id for c in cells) == sorted(c.id for c in study.packs[name])
+    assert {study.eval_shard_of(c) for c in cells} == {"shard0"}
+
+
+@pytest.mark.parametrize(
+    "path, below",
+    [
+        ("results/st/mix/L3/dsm/seed1/samples/annealed.npz", 2),  # a cell's own folder
+        ("results/st/packs/mix/dsm/members/L3/seed1/train_log.jsonl", 1),  # trained in a pack
+        ("results/st/packs/mix/dsm/evaluated/shard0/L3/seed1/samples/annealed.npz", 2),  # evaluated in a group
+    ],
+)
+def test_a_cell_is_read_from_any_of_its_file_paths(path, below):
+    from scorebench.results import cell_of_path
+
+    assert cell_of_path(path, below=below) == ("st", "mix", "L3", "dsm", 1)
