@@ -1,5 +1,5 @@
 """`python -m scorebench` is the same command line as `scorebench`."""
 
-from scorebench.cli import main
+from scorebench.cli import run
 
-raise SystemExit(main())
+run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 
@@ -196,5 +197,20 @@ def main(argv=None) -> int:
     return 0
 
 
+def run() -> None:
+    """The `scorebench` command: `main`, then a process exit that skips the interpreter's teardown.
+
+    Why: with torch loaded, Python's own teardown (finalising modules and objects) took 0.33 s of a
+    toy job's 2.7 s here, and a study runs hundreds of such jobs. By then every output is written
+    atomically and closed; only the log needs flushing. An unexpected exception still takes the
+    normal path, so its traceback is printed.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()
