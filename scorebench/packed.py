@@ -457,14 +457,15 @@ def train_packed(
 
 def _clip_per_member(params: list[torch.Tensor], max_norm: float | None, k: int) -> torch.Tensor:
     """Each member's global gradient norm (K,), clipped per member as clip_grad_norm_ clips one model."""
-    grads = [p.grad for p in params if p.grad is not None]
-    per_param = torch.stack([torch.linalg.vector_norm(g.detach().reshape(k, -1), dim=1, dtype=torch.float32) for g in grads])
+    live = [p for p in params if p.grad is not None]
+    grads = [p.grad.detach() for p in live]
+    per_param = torch.stack([torch.linalg.vector_norm(g.reshape(k, -1), dim=1, dtype=torch.float32) for g in grads])
     norms = torch.linalg.vector_norm(per_param, dim=0)
     if max_norm is not None:
         coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
         # out of place: the two biases of a layer share one gradient tensor
         scaled = torch._foreach_mul(grads, [coef.reshape(k, *([1] * (g.dim() - 1))).to(g.dtype) for g in grads])
-        for p, g in zip((p for p in params if p.grad is not None), scaled):
+        for p, g in zip(live, scaled):
             p.grad = g
     return norms
 
