@@ -132,9 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", required=True)
     sp.add_argument("--out", required=True)
 
-    sp = verb("evaluate-pack", cmd_evaluate_pack, "sample, evaluate and score-error a group of a pack's cells in one process")
+    sp = verb("evaluate-pack", cmd_evaluate_pack, "sample, evaluate and score-error a group of toy cells in one process")
     sp.add_argument("--spec", required=True, help="evaluation group spec JSON (or @file)")
-    sp.add_argument("--models", required=True, help="the pack's members folder written by `train-pack`")
+    sp.add_argument("--models", required=True, nargs="+", help="each member's model.pt (its cell's or its pack's), any order")
     sp.add_argument("--out-dir", required=True, help="folder for each member's samples/ and metrics/")
     sp.add_argument("--work-dir", required=True, help="folder the files are made in (not an output; kept on failure)")
     sp.add_argument("--reference", default=None, help="reference-stats folder (image datasets)")

@@ -47,7 +47,6 @@ TRAINING_DEFAULTS = {
 # Workflow-level training keys: how cells are scheduled into jobs, not how one network trains.
 PACK_DEFAULT = False
 PACKABLE_ARCHS = ("mlp",)  # packed.PackedMLP stacks these
-PACK_EVAL_SHARD = 8  # packed cells sampled and evaluated per job (Study.eval_shards)
 MODEL_DEFAULTS = {
     "toy": {"arch": "mlp", "preset": "tiny", "scale_by_sigma": "auto"},
     "image": {"arch": "unet", "preset": "tiny", "scale_by_sigma": "auto"},
@@ -130,6 +129,8 @@ class Study:
         self._check_packs()
         self.packs = self._packs()  # {"dataset/objective": cells} of packed training
         self._pack_of = {cell: name for name, cells in self.packs.items() for cell in cells}
+        self.eval_groups = self._eval_groups()  # {"dataset/objective": cells} evaluated in groups
+        self._eval_group_of = {cell: name for name, cells in self.eval_groups.items() for cell in cells}
 
     # ------------------------------------------------------------------ grid
 
@@ -321,34 +322,54 @@ class Study:
         members = {self.pack_member_dir(c): self.train_spec(c) for c in self.packs[name]}
         return {"study": self.name, "pack": name, "members": members}
 
-    def eval_shards(self, name: str) -> list[list[Cell]]:
-        """A pack's cells in groups of PACK_EVAL_SHARD: one sampling-and-evaluation job each.
+    # ------------------------------------------------------------------ grouped evaluation (evaluation.group_size)
 
-        Why groups: a toy cell's sample, evaluate and score-error jobs each pay a process start and
-        `import torch` (~1.3 s here) for less work than that; one job per group pays it once for
-        several cells, and several groups still run side by side.
+    def _eval_groups(self) -> dict[str, list[Cell]]:
+        """{"dataset/objective": its cells} for toy datasets when `evaluation.group_size` >= 2.
+
+        Why: a toy cell's sample, evaluate and score-error jobs each pay a process start and
+        `import torch` (~1.3 s here) for less work than that. Grouped, one `evaluate_pack` job samples,
+        evaluates and score-errors up to group_size cells, packed in training or not. Image cells keep
+        one job per cell and rule: each is long enough to want its own process (and GPU).
         """
-        cells = self.packs[name]
-        return [cells[i : i + PACK_EVAL_SHARD] for i in range(0, len(cells), PACK_EVAL_SHARD)]
+        if self.config["evaluation"]["group_size"] < 2:
+            return {}
+        groups: dict[str, list[Cell]] = {}
+        for cell in self.cells:
+            if self.is_toy(cell.dataset):
+                groups.setdefault(f"{cell.dataset}/{cell.objective}", []).append(cell)
+        return groups
+
+    def eval_group_of(self, cell: Cell) -> str | None:
+        """The name of the evaluation group of `cell`, or None when its jobs run one per cell and rule."""
+        return self._eval_group_of.get(cell)
+
+    def eval_shards(self, name: str) -> list[list[Cell]]:
+        """An evaluation group's cells in jobs of `evaluation.group_size` (several jobs still run side by side)."""
+        cells, size = self.eval_groups[name], self.config["evaluation"]["group_size"]
+        return [cells[i : i + size] for i in range(0, len(cells), size)]
+
+    def eval_shard_cells(self, name: str, shard: str) -> list[Cell]:
+        """The cells of evaluation job `shard` (`shard<i>`) of group `name`."""
+        return self.eval_shards(name)[int(shard.removeprefix("shard"))]
 
     def eval_shard_of(self, cell: Cell) -> str:
-        """The folder name (`shard<i>`) of the evaluation group of a packed cell."""
-        shards = self.eval_shards(self.pack_of(cell))
+        """The folder name (`shard<i>`) of the evaluation job of a grouped cell."""
+        shards = self.eval_shards(self.eval_group_of(cell))
         return next(f"shard{i}" for i, group in enumerate(shards) if cell in group)
 
     def eval_pack_spec(self, name: str, shard: str) -> dict:
-        """Spec of one evaluation group of a pack: for every member folder, the specs its unpacked
+        """Spec of one evaluation job of a group: for every member folder, the specs its per-cell
         sample, evaluate and score-error jobs would get, so each cell's outputs mean the same."""
-        group = self.eval_shards(name)[int(shard.removeprefix("shard"))]
         members = {
             self.pack_member_dir(c): {
                 "sample": {s: self.sample_spec(c, s) for s in self.samplers},
                 "evaluate": {s: self.eval_spec(c, s) for s in self.samplers},
                 "score_error": self.eval_spec(c),
             }
-            for c in group
+            for c in self.eval_shard_cells(name, shard)
         }
-        return {"study": self.name, "pack": name, "shard": shard, "members": members}
+        return {"study": self.name, "group": name, "shard": shard, "members": members}
 
     def _check_packs(self) -> None:
         """A dataset that asks for packing itself must have a packable network."""

@@ -1,6 +1,6 @@
-"""Packed evaluation (jobs.evaluate_pack_job): a group of a pack's cells sampled, evaluated and
-score-errored in one process must write what the per-cell jobs write, and a group that fails part
-way keeps the cells it finished.
+"""Grouped evaluation (jobs.evaluate_pack_job): a group of toy cells sampled, evaluated and
+score-errored in one process must write what the per-cell jobs write, whether the cells were trained
+in a pack or one per job, and a group that fails part way keeps the cells it finished.
 
 Checked against the per-cell jobs themselves (sample, evaluate, score-error), run on the same
 members' model files with the specs the unpacked workflow gives them.
@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 import scorebench.jobs as jobs
+from scorebench.errors import ScorebenchError
 from scorebench.study import Study, validate_config
 
 CONFIG = {
@@ -35,12 +36,17 @@ VOLATILE = ("wall_s", "host", "gpu_hours", "created", "time")
 
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory):
-    """The study, its one pack trained, and the folder of its members' model files."""
+    """The study, its one pack trained, and its members' model files (in the workflow's layout)."""
     study = Study(validate_config(json.loads(json.dumps(CONFIG))))
     (name,) = study.packs
-    root = tmp_path_factory.mktemp("pack")
+    root = tmp_path_factory.mktemp("pack") / "results" / study.name / "packs" / name
     jobs.train_pack_job(study.pack_spec(name), root / "members", root / "resume")
-    return study, name, root / "members"
+    return study, name, model_files(root / "members", study.eval_groups[name], study)
+
+
+def model_files(members_dir, cells, study) -> dict[str, object]:
+    """{member folder: model.pt} of cells trained into members_dir (a pack's folder)."""
+    return {study.pack_member_dir(c): members_dir / study.pack_member_dir(c) / "model.pt" for c in cells}
 
 
 def stable(df: pd.DataFrame) -> pd.DataFrame:
@@ -51,14 +57,15 @@ def stable(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_a_group_writes_what_the_per_cell_jobs_write(pack, tmp_path):
-    study, name, members = pack
+    study, name, models = pack
     (group,) = study.eval_shards(name)  # 4 cells, one group
     assert len(group) == 4
-    jobs.evaluate_pack_job(study.eval_pack_spec(name, "shard0"), members, tmp_path / "out", tmp_path / "work")
+    files = list(models.values())[::-1]  # any order: matched to members by path
+    jobs.evaluate_pack_job(study.eval_pack_spec(name, "shard0"), files, tmp_path / "out", tmp_path / "work")
     assert not (tmp_path / "work").exists()  # renamed into the output in one step
     for cell in group:
         member = study.pack_member_dir(cell)
-        model, alone = members / member / "model.pt", tmp_path / "alone" / member
+        model, alone = models[member], tmp_path / "alone" / member
         jobs.sample_job(study.sample_spec(cell, "annealed"), model, alone / "samples.npz")
         jobs.evaluate_samples_job(study.eval_spec(cell, "annealed"), alone / "samples.npz", alone / "annealed.parquet")
         jobs.score_error_job(study.eval_spec(cell), model, alone / "score_error.parquet")
@@ -72,7 +79,8 @@ def test_a_group_writes_what_the_per_cell_jobs_write(pack, tmp_path):
 
 
 def test_a_failed_group_keeps_its_finished_cells(pack, tmp_path, monkeypatch, caplog):
-    study, name, members = pack
+    study, name, models = pack
+    members = list(models.values())
     spec = study.eval_pack_spec(name, "shard0")
     last = list(spec["members"])[-1]
     real = jobs.score_error_job
@@ -103,6 +111,53 @@ def test_groups_cover_the_pack_once(pack):
     cells = [c for group in study.eval_shards(name) for c in group]
     assert sorted(c.id for c in cells) == sorted(c.id for c in study.packs[name])
     assert {study.eval_shard_of(c) for c in cells} == {"shard0"}
+
+
+def test_cells_trained_one_per_job_are_grouped_too(tmp_path):
+    """Unpacked toy cells: grouped in evaluation.group_size jobs, reading each cell's own model.pt."""
+    config = json.loads(json.dumps(CONFIG))
+    config["training"]["pack"] = False
+    config["evaluation"]["group_size"] = 3
+    study = Study(validate_config(config))
+    assert not study.packs and list(study.eval_groups) == ["mix/dsm"]
+    assert [len(g) for g in study.eval_shards("mix/dsm")] == [3, 1]
+    cell = study.eval_shards("mix/dsm")[1][0]
+    own = tmp_path / "results" / study.name / cell.dataset / cell.schedule / cell.objective / f"seed{cell.seed}"
+    jobs.train_job(study.train_spec(cell), own)
+    jobs.evaluate_pack_job(study.eval_pack_spec("mix/dsm", "shard1"), [own / "model.pt"], tmp_path / "out", tmp_path / "work")
+    alone = tmp_path / "alone"
+    jobs.score_error_job(study.eval_spec(cell), own / "model.pt", alone / "score_error.parquet")
+    grouped = pd.read_parquet(tmp_path / "out" / study.pack_member_dir(cell) / "metrics" / "score_error.parquet")
+    pd.testing.assert_frame_equal(stable(pd.read_parquet(alone / "score_error.parquet")), stable(grouped))
+
+
+def test_group_size_one_means_one_job_per_cell_and_rule():
+    config = json.loads(json.dumps(CONFIG))
+    config["evaluation"]["group_size"] = 1
+    study = Study(validate_config(config))
+    assert study.packs and not study.eval_groups
+    assert all(study.eval_group_of(c) is None for c in study.cells)
+
+
+def test_image_cells_are_never_grouped():
+    config = json.loads(json.dumps(CONFIG))
+    config["datasets"]["digits"] = {"kind": "digits", "options": {"max_train": 50, "max_test": 20}}
+    study = Study(validate_config(config))
+    assert list(study.eval_groups) == ["mix/dsm"]
+    assert {study.eval_group_of(c) for c in study.cells if c.dataset == "digits"} == {None}
+
+
+def test_model_files_must_match_the_groups_members_one_to_one(pack, tmp_path):
+    study, name, models = pack
+    spec, files = study.eval_pack_spec(name, "shard0"), list(models.values())
+    with pytest.raises(ScorebenchError, match=r"no model file for member\(s\) " + list(models)[-1]):
+        jobs.evaluate_pack_job(spec, files[:-1], tmp_path / "out", tmp_path / "work")
+    with pytest.raises(ScorebenchError, match="a second model for " + list(models)[0]):
+        jobs.evaluate_pack_job(spec, files + files[:1], tmp_path / "out", tmp_path / "work")
+    stranger = tmp_path / "results" / "evalpack" / "mix" / "L9" / "dsm" / "seed0" / "model.pt"
+    with pytest.raises(ScorebenchError, match=f"--models {stranger}: not a member of this group: L9/seed0"):
+        jobs.evaluate_pack_job(spec, [*files, stranger], tmp_path / "out", tmp_path / "work")
+    assert not (tmp_path / "work").exists()  # refused before any file is made
 
 
 @pytest.mark.parametrize(

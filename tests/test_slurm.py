@@ -30,7 +30,7 @@ from slurm_cluster import SlurmCluster, SlurmUnavailable, ensure_installed
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "slurm" / "config.yaml"
-GPU_RULES = {"train", "sample", "evaluate", "score_error", "reference_stats"}
+GPU_RULES = {"train", "sample", "evaluate", "score_error", "reference_stats", "evaluate_pack", "train_pack"}
 CPU_RULES = {"aggregate", "figures"}
 # provenance that legitimately differs between two runs of the same study
 RUN_COLUMNS = re.compile(r"wall|host|git_commit|^time")
@@ -214,13 +214,16 @@ def test_jobs_go_through_sbatch_with_gpu_requests(cluster, study_runs):
         job = known[job_id]
         assert job["JobState"] == "COMPLETED", job
         assert job["Partition"] == cluster.partition, job
-        if job["Comment"].startswith("rule_cell"):  # the per-cell group: training, sampling, evaluation
+        # the per-cell group (training, and sampling and evaluation of image cells), and the toy
+        # cells' evaluation groups
+        if job["Comment"].startswith(("rule_cell", "rule_evaluate_pack")):
             assert "gpu:1" in job.get("TresPerJob", ""), job
             assert job["TimeLimit"] != "UNLIMITED", job
         else:
             assert job["Comment"].startswith("rule_summary"), job
             assert "gpu" not in job.get("TresPerJob", "") + job.get("TRES", ""), job
     assert any(known[i]["Comment"].startswith("rule_summary") for i in ids)
+    assert any(known[i]["Comment"].startswith("rule_evaluate_pack") for i in ids)
     assert (study_runs["slurm"] / "results" / "slurm" / "metrics.parquet").exists()
 
 

@@ -105,8 +105,10 @@ def test_every_study_dry_runs_with_its_paper_jobs(tmp_path):
         packed = sum(len(cells) for cells in study.packs.values())  # training.pack: one job per pack
         assert counts.get("train", 0) == len(study.cells) - packed, path.name  # the study alone, not the default
         assert counts.get("train_pack", 0) == len(study.packs), path.name
-        assert counts.get("evaluate_pack", 0) == sum(len(study.eval_shards(n)) for n in study.packs), path.name
-        assert counts.get("score_error", 0) == len(study.cells) - packed, path.name
+        # toy cells, packed or not, are sampled and evaluated in groups (evaluation.group_size)
+        grouped = sum(len(cells) for cells in study.eval_groups.values())
+        assert counts.get("evaluate_pack", 0) == sum(len(study.eval_shards(n)) for n in study.eval_groups), path.name
+        assert counts.get("score_error", 0) == len(study.cells) - grouped, path.name
         assert counts.get("score_field", 0) == len(study.field_cells), path.name
         assert counts.get("study_figures", 0) == (1 if study.study_figures or study.animations else 0), path.name
 

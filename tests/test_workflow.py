@@ -135,11 +135,13 @@ def test_default_study_dry_run_lists_every_job():
     study = Study(load_config(ROOT / "config" / "config.yaml"))
     packed = sum(len(cells) for cells in study.packs.values())
     assert packed and counts.get("train_pack", 0) == len(study.packs)  # the default study packs its toy cells
-    # a pack's cells are sampled and evaluated in groups, one evaluate_pack job per group
-    groups = sum(len(study.eval_shards(name)) for name in study.packs)
-    assert counts.get("evaluate_pack", 0) == groups < packed
-    assert counts["train"] == counts["score_error"] == len(study.cells) - packed
-    assert counts["sample"] == counts["evaluate"] == len(study.samplers) * (len(study.cells) - packed)
+    # toy cells are sampled and evaluated in groups, one evaluate_pack job per group
+    grouped = sum(len(cells) for cells in study.eval_groups.values())
+    groups = sum(len(study.eval_shards(name)) for name in study.eval_groups)
+    assert counts.get("evaluate_pack", 0) == groups < grouped
+    assert counts["train"] == len(study.cells) - packed
+    assert counts["score_error"] == len(study.cells) - grouped > 0  # the image cells: one job per cell and rule
+    assert counts["sample"] == counts["evaluate"] == len(study.samplers) * (len(study.cells) - grouped)
 
 
 def test_report_bundles_the_figures(study):

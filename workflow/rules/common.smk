@@ -57,7 +57,9 @@ def get_train_spec(wildcards):
 
 
 def pack_path(name):
-    """results/{study}/packs/{dataset}/{objective}/name: a pack's folders (training.pack)."""
+    """results/{study}/packs/{dataset}/{objective}/name: the folders of a dataset × objective's shared
+    jobs: `members` of its packed training (training.pack), `evaluated/shard<i>` of its grouped evaluation.
+    """
     return f"{R}/packs/{{dataset}}/{{objective}}/{name}"
 
 
@@ -122,8 +124,23 @@ def get_eval_pack_spec(wildcards):
     return spec_json(STUDY.eval_pack_spec(name, wildcards.shard))
 
 
+def eval_shard_cells(wildcards):
+    name = f"{wildcards.dataset}/{wildcards.objective}"
+    return STUDY.eval_shard_cells(name, wildcards.shard)
+
+
+def get_eval_pack_models(wildcards):
+    """What an evaluation group's job waits for: its cells' model files, or their pack's folder."""
+    return sorted({trained_input(c, "model.pt") for c in eval_shard_cells(wildcards)})
+
+
+def eval_pack_model_files(wildcards):
+    """The model file of each cell of an evaluation group's job (inside the pack's folder if packed)."""
+    return [trained_file(c, "model.pt") for c in eval_shard_cells(wildcards)]
+
+
 def evaluated_folder(cell):
-    """The output folder of the evaluation group of a packed cell."""
+    """The output folder of the evaluation job of a grouped toy cell (evaluation.group_size)."""
     return pack_path(f"evaluated/{STUDY.eval_shard_of(cell)}").format(
         dataset=cell.dataset, objective=cell.objective
     )
@@ -131,15 +148,15 @@ def evaluated_folder(cell):
 
 def evaluated_file(cell, name):
     """A cell's sampling or evaluation output `name` (samples/x.npz, metrics/x.parquet): in its own
-    folder, or in its evaluation group's folder when it is trained packed."""
-    if STUDY.pack_of(cell) is None:
+    folder, or in its evaluation group's folder when it is evaluated in a group."""
+    if STUDY.eval_group_of(cell) is None:
         return cell_file(cell, name)
     return f"{evaluated_folder(cell)}/{STUDY.pack_member_dir(cell)}/{name}"
 
 
 def evaluated_input(cell, name):
-    """What a job that reads `evaluated_file(cell, name)` waits for (the group's folder if packed)."""
-    if STUDY.pack_of(cell) is None:
+    """What a job that reads `evaluated_file(cell, name)` waits for (the group's folder if grouped)."""
+    if STUDY.eval_group_of(cell) is None:
         return evaluated_file(cell, name)
     return evaluated_folder(cell)
 

@@ -70,12 +70,12 @@ rule score_error:
         "OMP_NUM_THREADS={threads} scorebench score-error --spec {params.spec:q} --model {params.model} --out {output.table} > {log} 2>&1"
 
 
-# The cells of a pack (training.pack) are sampled and evaluated in groups of Study.eval_shards, one
-# job per group: each cell's files are made by the unpacked jobs' code from the unpacked jobs' specs,
-# in a work folder first, so a failed group keeps its finished cells for the rerun.
+# Toy cells (packed or not) are sampled and evaluated in groups of evaluation.group_size, one job
+# per group (Study.eval_shards): each cell's files are made by the per-cell jobs' code from the
+# per-cell jobs' specs, in a work folder first, so a failed group keeps its finished cells.
 rule evaluate_pack:
     input:
-        models=rules.train_pack.output.members,
+        models=get_eval_pack_models,
         reference=get_reference,
     output:
         evaluated=directory(pack_path("evaluated/{shard}")),
@@ -92,6 +92,7 @@ rule evaluate_pack:
         runtime=240,
     params:
         spec=get_eval_pack_spec,
+        models=eval_pack_model_files,
         work_dir=pack_path("evaluating/{shard}"),
         reference=lambda wildcards, input: (
             f"--reference {os.path.dirname(input.reference[0])}"
@@ -99,4 +100,4 @@ rule evaluate_pack:
             else ""
         ),
     shell:
-        "OMP_NUM_THREADS={threads} exec scorebench evaluate-pack --spec {params.spec:q} --models {input.models} {params.reference} --work-dir {params.work_dir} --out-dir {output.evaluated} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} exec scorebench evaluate-pack --spec {params.spec:q} --models {params.models:q} {params.reference} --work-dir {params.work_dir} --out-dir {output.evaluated} > {log} 2>&1"
