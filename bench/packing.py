@@ -4,9 +4,12 @@ Both sides run the real command line (`scorebench train` per cell, `scorebench t
 separate processes with the same cores: `--cores` single-threaded cell jobs at a time, or one pack
 job with `--cores` threads. With `--workflow` both sides are Snakemake runs of the study's training
 jobs instead (`snakemake --cores N --until train|train_pack`), so each side also pays what a
-workflow job costs (job scheduling, a shell, output checks). Prints ONE JSON line.
+workflow job costs (job scheduling, a shell, output checks). With `--workflow --whole` both sides
+run the whole ablation study (training, sampling, evaluation, tables, figures): packed training
+and grouped evaluation (`evaluation.group_size` 8) against one job per cell and rule
+(`group_size` 1). Prints ONE JSON line.
 
-    python bench/packing.py [--dataset gmm_ring8] [--steps 2000] [--seeds 3] [--cores 2] [--workflow]
+    python bench/packing.py [--dataset gmm_ring8] [--steps 2000] [--seeds 3] [--cores 2] [--workflow [--whole]]
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ WEIGHTINGS = {"sigma2": "σ²", "sigma": "σ", "uniform": "1"}
 LEVELS = (1, 2, 5, 10, 20, 50)
 
 
-def ablation_config(dataset: str, steps: int, seeds: int, pack: bool) -> dict:
+def ablation_config(dataset: str, steps: int, seeds: int, pack: bool, group_size: int = 8) -> dict:
     """The lambda_levels grid on one toy: 3 λ × 6 L × seeds cells, DSM."""
     schedules = {}
     for weighting in WEIGHTINGS:
@@ -47,6 +50,7 @@ def ablation_config(dataset: str, steps: int, seeds: int, pack: bool) -> dict:
         "training": {"steps": steps, "batch_size": 128, "log_every": max(1, steps // 10), "checkpoint_every": steps,
                      "device": "cpu", "pack": pack},
         "sampling": {"samplers": {"annealed": {"kind": "annealed_langevin", "n_steps": 10}}},
+        "evaluation": {"group_size": group_size},
     }  # fmt: skip
     return validate_config(config)
 
@@ -67,7 +71,10 @@ def main() -> None:
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1)
     p.add_argument("--skip-separate", action="store_true", help="time the packed job only")
     p.add_argument("--workflow", action="store_true", help="time Snakemake runs of the training jobs")
+    p.add_argument("--whole", action="store_true", help="with --workflow: the whole study, evaluation grouped or not")
     args = p.parse_args()
+    if args.whole and not args.workflow:
+        p.error("--whole needs --workflow")
     work = Path(tempfile.mkdtemp(prefix="bench_packing_"))
     if args.workflow:
         return workflow_bench(args, work)
@@ -105,17 +112,22 @@ def workflow_bench(args, work: Path) -> None:
     import yaml
 
     root = Path(__file__).resolve().parents[1]
-    result = {"dataset": args.dataset, "steps": args.steps, "cores": args.cores, "mode": "workflow"}
+    mode = "workflow_whole" if args.whole else "workflow"
+    result = {"dataset": args.dataset, "steps": args.steps, "cores": args.cores, "mode": mode}
     for pack, target in ((True, "train_pack"), (False, "train")):
-        config = ablation_config(args.dataset, args.steps, args.seeds, pack=pack)
+        config = ablation_config(args.dataset, args.steps, args.seeds, pack=pack, group_size=8 if pack else 1)
         config["results_dir"] = str(work / target)
         path = work / f"{target}.yaml"
         path.write_text(yaml.safe_dump(config))
+        until = [] if args.whole else ["--until", target]
         cmd = [sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "--directory", str(root), "--configfile",
-               str(path), "--cores", str(args.cores), "--until", target, "--quiet"]  # fmt: skip
+               str(path), "--cores", str(args.cores), *until, "--quiet"]  # fmt: skip
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True)
-        result[f"{'packed' if pack else 'separate'}_wall_s"] = round(time.perf_counter() - t0, 2)
+        side = "packed" if pack else "separate"
+        result[f"{side}_wall_s"] = round(time.perf_counter() - t0, 2)
+        # jobs with a benchmark file: every job but aggregate, figures and the target rule `all`
+        result[f"{side}_jobs"] = len(list((work / target / config["study"] / "benchmarks").rglob("*.tsv")))
         result["cells"] = len(Study(config).cells)
     result["speedup"] = round(result["separate_wall_s"] / result["packed_wall_s"], 2)
     print(json.dumps(result), flush=True)

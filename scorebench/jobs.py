@@ -127,7 +127,12 @@ def _member_models(model_files, members) -> dict[str, Path]:
 
     found: dict[str, Path] = {}
     for path in map(Path, model_files):
-        _, dataset, schedule, objective, seed = cell_of_path(path, below=1)
+        try:
+            _, dataset, schedule, objective, seed = cell_of_path(path, below=1)
+        except (IndexError, ValueError):
+            raise ScorebenchError(
+                f"evaluate-pack --models {path}: not in a cell's or a pack's folder (.../SCHEDULE/seedN/model.pt)"
+            ) from None
         member = st.Study.pack_member_dir(st.Cell(dataset, schedule, objective, seed))
         if member not in members or member in found:
             why = "a second model for" if member in found else "not a member of this group:"

@@ -157,6 +157,8 @@ def test_model_files_must_match_the_groups_members_one_to_one(pack, tmp_path):
     stranger = tmp_path / "results" / "evalpack" / "mix" / "L9" / "dsm" / "seed0" / "model.pt"
     with pytest.raises(ScorebenchError, match=f"--models {stranger}: not a member of this group: L9/seed0"):
         jobs.evaluate_pack_job(spec, [*files, stranger], tmp_path / "out", tmp_path / "work")
+    with pytest.raises(ScorebenchError, match="model.pt: not in a cell's or a pack's folder"):
+        jobs.evaluate_pack_job(spec, [tmp_path / "model.pt"], tmp_path / "out", tmp_path / "work")
     assert not (tmp_path / "work").exists()  # refused before any file is made
 
 
