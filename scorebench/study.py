@@ -131,6 +131,9 @@ class Study:
         self._pack_of = {cell: name for name, cells in self.packs.items() for cell in cells}
         self.eval_groups = self._eval_groups()  # {"dataset/objective": cells} evaluated in groups
         self._eval_group_of = {cell: name for name, cells in self.eval_groups.items() for cell in cells}
+        self._eval_shard_of = {
+            cell: f"shard{i}" for name in self.eval_groups for i, shard in enumerate(self.eval_shards(name)) for cell in shard
+        }  # fmt: skip
 
     # ------------------------------------------------------------------ grid
 
@@ -355,8 +358,7 @@ class Study:
 
     def eval_shard_of(self, cell: Cell) -> str:
         """The folder name (`shard<i>`) of the evaluation job of a grouped cell."""
-        shards = self.eval_shards(self.eval_group_of(cell))
-        return next(f"shard{i}" for i, group in enumerate(shards) if cell in group)
+        return self._eval_shard_of[cell]
 
     def eval_pack_spec(self, name: str, shard: str) -> dict:
         """Spec of one evaluation job of a group: for every member folder, the specs its per-cell
