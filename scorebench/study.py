@@ -317,7 +317,7 @@ class Study:
 
     @staticmethod
     def pack_member_dir(cell: Cell) -> str:
-        """A member's folder inside its pack's output folder."""
+        """A cell's folder inside its pack's or evaluation group's folders (packs/DATASET/OBJECTIVE/...)."""
         return f"{cell.schedule}/seed{cell.seed}"
 
     def pack_spec(self, name: str) -> dict:
