@@ -6,7 +6,7 @@ job with `--cores` threads. With `--workflow` both sides are Snakemake runs of t
 jobs instead (`snakemake --cores N --until train|train_pack`), so each side also pays what a
 workflow job costs (job scheduling, a shell, output checks). With `--workflow --whole` both sides
 run the whole ablation study (training, sampling, evaluation, tables, figures): packed training
-and grouped evaluation (`evaluation.group_size` 8) against one job per cell and rule
+and grouped evaluation (`evaluation.group_size`, default 8) against one job per cell and rule
 (`group_size` 1). Prints ONE JSON line.
 
     python bench/packing.py [--dataset gmm_ring8] [--steps 2000] [--seeds 3] [--cores 2] [--workflow [--whole]]
@@ -31,8 +31,8 @@ WEIGHTINGS = {"sigma2": "σ²", "sigma": "σ", "uniform": "1"}
 LEVELS = (1, 2, 5, 10, 20, 50)
 
 
-def ablation_config(dataset: str, steps: int, seeds: int, pack: bool, group_size: int = 8) -> dict:
-    """The lambda_levels grid on one toy: 3 λ × 6 L × seeds cells, DSM."""
+def ablation_config(dataset: str, steps: int, seeds: int, pack: bool, group_size: int | None = None) -> dict:
+    """The lambda_levels grid on one toy: 3 λ × 6 L × seeds cells, DSM (group_size: the schema's default if None)."""
     schedules = {}
     for weighting in WEIGHTINGS:
         for levels in LEVELS:
@@ -50,8 +50,9 @@ def ablation_config(dataset: str, steps: int, seeds: int, pack: bool, group_size
         "training": {"steps": steps, "batch_size": 128, "log_every": max(1, steps // 10), "checkpoint_every": steps,
                      "device": "cpu", "pack": pack},
         "sampling": {"samplers": {"annealed": {"kind": "annealed_langevin", "n_steps": 10}}},
-        "evaluation": {"group_size": group_size},
     }  # fmt: skip
+    if group_size is not None:
+        config["evaluation"] = {"group_size": group_size}
     return validate_config(config)
 
 
@@ -115,7 +116,7 @@ def workflow_bench(args, work: Path) -> None:
     mode = "workflow_whole" if args.whole else "workflow"
     result = {"dataset": args.dataset, "steps": args.steps, "cores": args.cores, "mode": mode}
     for pack, target in ((True, "train_pack"), (False, "train")):
-        config = ablation_config(args.dataset, args.steps, args.seeds, pack=pack, group_size=8 if pack else 1)
+        config = ablation_config(args.dataset, args.steps, args.seeds, pack=pack, group_size=None if pack else 1)
         config["results_dir"] = str(work / target)
         path = work / f"{target}.yaml"
         path.write_text(yaml.safe_dump(config))

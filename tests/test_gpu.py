@@ -17,11 +17,10 @@ import torch
 
 from scorebench.device import autocast
 from scorebench.losses import make_loss
-from scorebench.models import build_model
-from scorebench.noise import make_schedule
 from scorebench.packed import PackedMLP
 from scorebench.sampling import annealed_langevin
 from scorebench.train import TrainSettings, train
+from test_fast_path import BF16_GRAD_RTOL, BF16_LOSS_RTOL, mlp, tiny_unet
 
 pytestmark = [
     pytest.mark.gpu,
@@ -30,19 +29,9 @@ pytestmark = [
 
 STEPS, LOG_EVERY = 60, 30
 MAX_SYNCS = 20  # set-up, two log steps, the checkpoint and the final files: measured counts go here
-BF16_LOSS_RTOL, BF16_GRAD_RTOL = 1e-2, 5e-2  # as tests/test_fast_path.py
 
 
-def levels():
-    return make_schedule("geometric", sigma_max=5.0, sigma_min=0.1, levels=10, weighting="sigma2")
-
-
-def mlp(seed=0):
-    return build_model("mlp", shape=(2,), sigmas=levels().sigmas, preset="tiny",
-                       generator=torch.Generator().manual_seed(seed))  # fmt: skip
-
-
-def test_training_does_not_sync_the_host_between_log_steps(tmp_path):
+def test_training_does_not_sync_the_host_between_log_steps(tmp_path, schedule):
     data = torch.randn(4000, 2, generator=torch.Generator().manual_seed(1)) * 2
     run = TrainSettings(steps=STEPS, batch_size=128, lr=1e-3, log_every=LOG_EVERY, checkpoint_every=STEPS,
                         device="cuda", compile="off", progress=False)  # fmt: skip
@@ -50,7 +39,7 @@ def test_training_does_not_sync_the_host_between_log_steps(tmp_path):
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            train(mlp(), make_loss("dsm"), data, levels(), run, tmp_path)
+            train(mlp(schedule), make_loss("dsm"), data, schedule, run, tmp_path)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     syncs = [w for w in caught if "synchroniz" in str(w.message)]
@@ -58,9 +47,9 @@ def test_training_does_not_sync_the_host_between_log_steps(tmp_path):
 
 
 @pytest.mark.parametrize("denoise", [False, True])
-def test_a_graphed_chain_draws_the_eager_chain(denoise):
-    model = mlp().cuda().eval()
-    sigmas = levels().sigmas.cuda()
+def test_a_graphed_chain_draws_the_eager_chain(denoise, schedule):
+    model = mlp(schedule).cuda().eval()
+    sigmas = schedule.sigmas.cuda()
     chains = {}
     for mode in ("off", "on"):
         gen = torch.Generator(device="cuda").manual_seed(7)
@@ -72,11 +61,11 @@ def test_a_graphed_chain_draws_the_eager_chain(denoise):
     torch.testing.assert_close(chains["on"].samples, chains["off"].samples, rtol=1e-5, atol=1e-5)
 
 
-def test_the_packed_model_on_the_gpu_is_each_members_network():
-    members = [mlp(seed) for seed in range(4)]
+def test_the_packed_model_on_the_gpu_is_each_members_network(schedule):
+    members = [mlp(schedule, seed) for seed in range(4)]
     packed = PackedMLP(members).cuda()
     x = torch.randn(4 * 64, 2, device="cuda")
-    sigma = levels().sigmas.cuda()[torch.randint(10, (4 * 64,), device="cuda")]
+    sigma = schedule.sigmas.cuda()[torch.randint(10, (4 * 64,), device="cuda")]
     out = packed(x, sigma)
     for k, member in enumerate(members):
         rows = slice(64 * k, 64 * (k + 1))
@@ -84,8 +73,7 @@ def test_the_packed_model_on_the_gpu_is_each_members_network():
 
 
 def test_bf16_autocast_on_the_gpu_stays_close_to_fp32():
-    model = build_model("unet", shape=(1, 8, 8), preset="tiny", channels=8, channel_mult=[1, 2],
-                        generator=torch.Generator().manual_seed(0)).cuda()  # fmt: skip
+    model = tiny_unet().cuda()
     x = torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(1)).cuda()
     sigma = torch.linspace(0.1, 2.0, 16, device="cuda")
     results = {}

@@ -63,8 +63,13 @@ def pack_path(name):
     return f"{R}/packs/{{dataset}}/{{objective}}/{name}"
 
 
+def dataset_objective(wildcards):
+    """The name of a pack or evaluation group ("dataset/objective") from a packs/ path's wildcards."""
+    return f"{wildcards.dataset}/{wildcards.objective}"
+
+
 def get_pack_spec(wildcards):
-    return spec_json(STUDY.pack_spec(f"{wildcards.dataset}/{wildcards.objective}"))
+    return spec_json(STUDY.pack_spec(dataset_objective(wildcards)))
 
 
 def pack_folder(cell):
@@ -120,13 +125,13 @@ def get_reference(wildcards):
 
 
 def get_eval_pack_spec(wildcards):
-    name = f"{wildcards.dataset}/{wildcards.objective}"
-    return spec_json(STUDY.eval_pack_spec(name, wildcards.shard))
+    return spec_json(
+        STUDY.eval_pack_spec(dataset_objective(wildcards), wildcards.shard)
+    )
 
 
 def eval_shard_cells(wildcards):
-    name = f"{wildcards.dataset}/{wildcards.objective}"
-    return STUDY.eval_shard_cells(name, wildcards.shard)
+    return STUDY.eval_shard_cells(dataset_objective(wildcards), wildcards.shard)
 
 
 def get_eval_pack_models(wildcards):
