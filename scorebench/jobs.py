@@ -277,7 +277,7 @@ def sample_job(spec: dict, model_path, out_path) -> dict:
     from scorebench.device import device_description
     from scorebench.errors import Preempted
     from scorebench.sampling import get_sampler
-    from scorebench.train import StopOnSignal
+    from scorebench.signals import StopOnSignal
 
     sampling, sampler = spec["sampling"], spec["sampler"]
     amp, cuda_graphs = sampler.get("amp", "off"), sampler.get("cuda_graphs", "off")

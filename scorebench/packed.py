@@ -39,9 +39,10 @@ from scorebench.checkpoint import load_checkpoint, load_states, save_atomic
 from scorebench.device import autocast, device_description, resolve_device, resolve_fast_path
 from scorebench.errors import Preempted, ScorebenchError
 from scorebench.optim import make_adam, set_implementation
+from scorebench.signals import StopOnSignal
 from scorebench.tensors import as_sigma_batch
 from scorebench.train import (
-    LOG_NAME, MODEL_NAME, TRAJECTORY_FIELDS, StopOnSignal, TrainSettings, _ema_pairs, _write_log, get_lr, model_file,
+    LOG_NAME, MODEL_NAME, TRAJECTORY_FIELDS, TrainSettings, _ema_pairs, _write_log, get_lr, model_file,
 )  # fmt: skip
 
 logger = logging.getLogger("scorebench")

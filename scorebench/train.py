@@ -33,9 +33,7 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +48,7 @@ from scorebench.device import (
 )
 from scorebench.errors import Preempted, ScorebenchError
 from scorebench.optim import make_adam, set_implementation
+from scorebench.signals import StopOnSignal
 
 logger = logging.getLogger("scorebench")
 
@@ -64,10 +63,6 @@ MODEL_KEYS = ("model", "ema", "model_config", "step", "settings", "sigmas")
 # steps, logging, checkpoint cadence, device, progress and the fast path (amp, compile, channels_last,
 # fused_adam, data_on_device) may change between segments.
 TRAJECTORY_FIELDS = ("batch_size", "lr", "beta1", "ema_decay", "grad_clip", "seed", "warmup")
-
-# Signals that ask a run to checkpoint and stop: SLURM sends SIGTERM on scancel, preemption and at
-# the time limit, and the signal chosen with `sbatch --signal` (e.g. USR1) as an earlier warning.
-STOP_SIGNALS = ("SIGUSR1", "SIGTERM")
 
 FAST_SWITCHES = ("compile", "channels_last", "fused_adam", "data_on_device")
 
@@ -164,53 +159,6 @@ class TrainResult:
     final_loss: float
     resumed_from: int | None
     device: str
-
-
-class StopOnSignal:
-    """Turns SIGUSR1/SIGTERM into a request to stop after the current step (`install`/`restore`,
-    or use it as a context manager).
-
-    A handler only records the signal (stopping mid-step could leave the model, the EMA and the
-    optimiser out of step); the loop polls `requested` once per step. Python delivers signals to
-    the main thread only, so elsewhere nothing is installed. The previous handlers come back on exit.
-    """
-
-    def __init__(self, names=STOP_SIGNALS):
-        self.names = names
-        self.signum: int | None = None
-        self._previous: dict = {}
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum is not None else ""
-
-    def _record(self, signum, frame) -> None:
-        if self.signum is None:
-            self.signum = signum
-
-    def install(self) -> "StopOnSignal":
-        if threading.current_thread() is threading.main_thread():
-            for name in self.names:
-                sig = getattr(signal, name, None)  # SIGUSR1 does not exist on Windows
-                if sig is not None:
-                    self._previous[sig] = signal.signal(sig, self._record)
-        return self
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            # None: the old handler was not set from Python; the default is the closest match
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-        self._previous.clear()
-
-    def __enter__(self) -> "StopOnSignal":
-        return self.install()
-
-    def __exit__(self, *exc) -> None:
-        self.restore()
 
 
 def get_lr(step: int, settings: TrainSettings) -> float:
