@@ -25,7 +25,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from scorebench.study import Study, spec_json, validate_config
+from scorebench.specs import spec_json
+from scorebench.study import Study, validate_config
 
 WEIGHTINGS = {"sigma2": "σ²", "sigma": "σ", "uniform": "1"}
 LEVELS = (1, 2, 5, 10, 20, 50)

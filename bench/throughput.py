@@ -2,7 +2,7 @@
 
 A benchmark, not a test: it times the real `scorebench.train.train` loop (its own log's
 steps_per_s, which leaves out a compiling step) and a real sampler (`scorebench.sampling`, fed by
-the sample job's `scorebench.jobs.score_fn_on`), and prints ONE JSON line so runs on different
+the sample job's `scorebench.models.loading.score_fn_on`), and prints ONE JSON line so runs on different
 machines can be collected and compared like for like.
 
     python bench/throughput.py --dataset gmm_ring8 --model mlp --preset tiny --objective dsm \
@@ -49,7 +49,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from scorebench.data import DATASETS, load_dataset  # noqa: E402
 from scorebench.device import device_description, resolve_device, resolve_fast_path, synchronize  # noqa: E402
-from scorebench.jobs import score_fn_on  # noqa: E402
+from scorebench.models.loading import score_fn_on  # noqa: E402
 from scorebench.losses import LOSSES, make_loss  # noqa: E402
 from scorebench.models import MODELS, build_model, count_parameters  # noqa: E402
 from scorebench.noise import make_schedule, max_pairwise_distance  # noqa: E402

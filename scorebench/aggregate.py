@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from scorebench.errors import ScorebenchError
-from scorebench.results import KEY_COLUMNS, cell_of_path, write_table, write_text
+from scorebench.layout import cell_of_path
+from scorebench.results import KEY_COLUMNS, write_table, write_text
 
 if TYPE_CHECKING:  # pandas is imported lazily inside the functions
     import pandas as pd
@@ -65,7 +66,7 @@ def broadcast_cell_columns(df) -> pd.DataFrame:
 
 
 def read_train_logs(paths) -> pd.DataFrame:
-    """Training curves as tidy rows; the cell is read from the log's path (`results.cell_of_path`)."""
+    """Training curves as tidy rows; the cell is read from the log's path (`layout.cell_of_path`)."""
     import pandas as pd
 
     rows = []

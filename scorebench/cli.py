@@ -15,73 +15,73 @@ import time
 
 
 def _spec(args):
-    from scorebench.study import parse_spec
+    from scorebench.specs import parse_spec
 
     return parse_spec(args.spec)
 
 
 def cmd_train(args):
-    from scorebench.jobs import train_job
+    from scorebench.jobs.train import train_job
 
     train_job(_spec(args), args.out_dir)
 
 
 def cmd_train_pack(args):
-    from scorebench.jobs import train_pack_job
+    from scorebench.jobs.train import train_pack_job
 
     train_pack_job(_spec(args), args.out_dir, args.resume_dir)
 
 
 def cmd_sample(args):
-    from scorebench.jobs import sample_job
+    from scorebench.jobs.sample import sample_job
 
     sample_job(_spec(args), args.model, args.out)
 
 
 def cmd_evaluate(args):
-    from scorebench.jobs import evaluate_samples_job
+    from scorebench.jobs.evaluate import evaluate_samples_job
 
     evaluate_samples_job(_spec(args), args.samples, args.out, args.reference)
 
 
 def cmd_score_error(args):
-    from scorebench.jobs import score_error_job
+    from scorebench.jobs.evaluate import score_error_job
 
     score_error_job(_spec(args), args.model, args.out)
 
 
 def cmd_evaluate_pack(args):
-    from scorebench.jobs import evaluate_pack_job
+    from scorebench.jobs.group import evaluate_pack_job
 
     evaluate_pack_job(_spec(args), args.models, args.out_dir, args.work_dir, args.reference)
 
 
 def cmd_reference_stats(args):
-    from scorebench.jobs import reference_job
+    from scorebench.jobs.evaluate import reference_job
 
     reference_job(_spec(args), args.out_dir)
 
 
 def cmd_aggregate(args):
-    from scorebench.aggregate import aggregate
+    from scorebench.jobs.report import aggregate_job
 
-    aggregate(args.inputs, args.out, train_logs=args.train_logs, tables_dir=args.tables)
+    aggregate_job(args.inputs, args.out, train_logs=args.train_logs, tables_dir=args.tables)
 
 
 def cmd_figures(args):
-    from scorebench.figures import make_figures
+    from scorebench.jobs.report import figures_job
 
-    make_figures(args.table, args.out_dir, curves=args.curves, samples=args.samples)
+    figures_job(args.table, args.out_dir, curves=args.curves, samples=args.samples)
 
 
 def cmd_score_field(args):
-    from scorebench.jobs import score_field_job
+    from scorebench.jobs.evaluate import score_field_job
 
     score_field_job(_spec(args), args.model, args.out)
 
 
 def cmd_study_figures(args):
-    from scorebench.jobs import study_figures_job
+    from scorebench.jobs.report import study_figures_job
 
     study_figures_job(
         _spec(args), args.table, args.out_dir, fields=args.fields, samples=args.samples, summary=args.summary

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from scorebench.results import atomic_path, cell_of_path
+from scorebench.layout import cell_of_path
+from scorebench.results import atomic_path
 
 SAMPLE_METRICS = [
     ("fid", "FID (lower is better)"),

@@ -155,25 +155,6 @@ def package_versions() -> dict:
     return versions
 
 
-def cell_of_path(path, below: int) -> tuple[str, str, str, str, int]:
-    """(study, dataset, schedule, objective, seed) of a cell's output file, read from its path.
-
-    A cell's own folder is results/{study}/{dataset}/{schedule}/{objective}/seed{seed}/; a packed
-    cell's files sit in its pack's folders, results/{study}/packs/{dataset}/{objective}/members/
-    (training) or .../evaluated/shard{i}/ (sampling and evaluation), then {schedule}/seed{seed}/.
-    `below`: the parts after the seed folder (1 for train_log.jsonl, 2 for samples/{sampler}.npz).
-    """
-    parts = Path(path).parts
-    seed, schedule = parts[-below - 1], parts[-below - 2]
-    if len(parts) >= below + 6 and parts[-below - 3] == "members" and parts[-below - 6] == "packs":
-        study, dataset, objective = parts[-below - 7], parts[-below - 5], parts[-below - 4]
-    elif len(parts) >= below + 7 and parts[-below - 4] == "evaluated" and parts[-below - 7] == "packs":
-        study, dataset, objective = parts[-below - 8], parts[-below - 6], parts[-below - 5]
-    else:
-        study, dataset, schedule, objective = parts[-below - 5 : -below - 1]
-    return study, dataset, schedule, objective, int(seed.removeprefix("seed"))
-
-
 def provenance(device: dict | None = None) -> dict:
     """Columns saying where a row was made: commit, versions, host, device."""
     cols = {"git_commit": git_commit(), "python": platform.python_version(), "host": platform.node()}
@@ -181,6 +162,11 @@ def provenance(device: dict | None = None) -> dict:
     for k, v in (device or {}).items():
         cols[f"device_{k}"] = v
     return cols
+
+
+def gpu_hours(wall_s: float, device: dict | None) -> float:
+    """Wall hours spent on a GPU (0 on a CPU): the cost column a cluster user budgets with."""
+    return float(wall_s) / 3600.0 if (device or {}).get("type") == "cuda" else 0.0
 
 
 def tidy_rows(metric_rows: list[dict], spec: dict, extra: dict | None = None) -> list[dict]:

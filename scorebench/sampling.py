@@ -471,11 +471,26 @@ def initial_samples(
     return float(sigma) * torch.randn(size, generator=generator, device=device, dtype=dtype)
 
 
+def chain_starts(dataset, n: int, *, kind: str, sigma_max: float, generator, device) -> torch.Tensor:
+    """Where a sample job's chains start: N(0, σ_1²) for pc (the VE SDE prior); else uniform over
+    [0, 1] for images (NCSN) and over the training data's bounding box (+20 % margin) for toys."""
+    if kind == "pc" and sigma_max > 0:
+        return initial_samples(dataset.shape, n, "gaussian", sigma=sigma_max, generator=generator, device=device)
+    u = initial_samples(dataset.shape, n, "uniform", generator=generator, device=device)
+    if dataset.kind == "image":
+        return u
+    lo = dataset.train.min(0).values.to(device)
+    hi = dataset.train.max(0).values.to(device)
+    pad = 0.2 * (hi - lo)
+    return (lo - pad) + (hi - lo + 2 * pad) * u
+
+
 __all__ = [
     "SAMPLERS",
     "SampleResult",
     "annealed_langevin",
     "annealed_step_sizes",
+    "chain_starts",
     "get_sampler",
     "initial_samples",
     "langevin",

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from scorebench.errors import ScorebenchError
+from scorebench.layout import member_dir
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 
@@ -315,14 +315,9 @@ class Study:
         """The name of the pack that trains `cell`, or None when it trains alone."""
         return self._pack_of.get(cell)
 
-    @staticmethod
-    def pack_member_dir(cell: Cell) -> str:
-        """A cell's folder inside its pack's or evaluation group's folders (packs/DATASET/OBJECTIVE/...)."""
-        return f"{cell.schedule}/seed{cell.seed}"
-
     def pack_spec(self, name: str) -> dict:
         """Spec of a pack's training job: {member folder: (unpacked) train spec} for every member."""
-        members = {self.pack_member_dir(c): self.train_spec(c) for c in self.packs[name]}
+        members = {member_dir(c): self.train_spec(c) for c in self.packs[name]}
         return {"study": self.name, "pack": name, "members": members}
 
     # ------------------------------------------------------------------ grouped evaluation (evaluation.group_size)
@@ -364,7 +359,7 @@ class Study:
         """Spec of one evaluation job of a group: for every member folder, the specs its per-cell
         sample, evaluate and score-error jobs would get, so each cell's outputs mean the same."""
         members = {
-            self.pack_member_dir(c): {
+            member_dir(c): {
                 "sample": {s: self.sample_spec(c, s) for s in self.samplers},
                 "evaluate": {s: self.eval_spec(c, s) for s in self.samplers},
                 "score_error": self.eval_spec(c),
@@ -481,84 +476,3 @@ def dataset_dim(ds: dict) -> int | None:
     if ds["kind"] == "gmm_nd":
         return int(options.get("dim", KNOWN_DIMS["gmm_nd"]))
     return KNOWN_DIMS.get(ds["kind"])
-
-
-def spec_json(spec: dict) -> str:
-    """Canonical JSON of a spec: the string Snakemake compares to decide on reruns."""
-    return json.dumps(spec, sort_keys=True, separators=(",", ":"))
-
-
-def parse_spec(text: str) -> dict:
-    """A spec from its JSON text or from `@path` to a JSON file."""
-    if text.startswith("@"):
-        text = Path(text[1:]).read_text()
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ScorebenchError(f"--spec: not valid JSON ({exc})") from None
-
-
-# ---------------------------------------------------------------------- components from specs
-
-
-def build_dataset(spec: dict):
-    from scorebench.data import load_dataset
-
-    ds = spec["dataset"]
-    return load_dataset(ds["kind"], **ds.get("options", {}))
-
-
-def build_schedule(spec: dict, dataset=None):
-    from scorebench.noise import make_schedule
-
-    sch = {k: v for k, v in spec["schedule"].items() if k != "name"}
-    kind = sch.pop("kind")
-    if kind == "ncsnv2" or sch.get("sigma_max") == "auto":
-        sch["data"] = dataset.train
-        sampler = spec.get("sampler") or {}
-        sch["steps_per_level"] = sampler.get("n_steps", 100) or 1
-    return make_schedule(kind, **sch)
-
-
-def build_loss(spec: dict):
-    from scorebench.losses import make_loss
-
-    opts = {k: v for k, v in spec["objective"].items() if k not in ("name", "kind")}
-    return make_loss(spec["objective"]["kind"], **opts)
-
-
-def is_oracle(spec: dict) -> bool:
-    return spec["objective"]["kind"] == "oracle"
-
-
-def build_model(spec: dict, dataset, schedule):
-    from scorebench.models import build_model as _build
-    from scorebench.models.oracle import OracleScore
-
-    if is_oracle(spec):
-        return OracleScore(dataset.distribution)
-    import torch
-
-    m = dict(spec["model"])
-    arch, preset = m.pop("arch"), m.pop("preset")
-    init = torch.Generator().manual_seed(int(spec["seed"]))  # initial weights follow the cell seed
-    return _build(arch, shape=dataset.shape, sigmas=schedule.sigmas, preset=preset, generator=init, **m)
-
-
-def train_settings(spec: dict):
-    from scorebench.train import TrainSettings
-
-    settings = {k: v for k, v in spec["training"].items() if k != "pack"}
-    return TrainSettings(seed=int(spec["seed"]), **settings)
-
-
-def step_size(sampler: dict, schedule) -> float:
-    """ε of a sampler preset: explicit, else the schedule's own rule (ncsnv2), else step_ratio·σ_L²."""
-    if sampler.get("step_size") is not None:
-        return float(sampler["step_size"])
-    if schedule.step_size is not None:
-        return float(schedule.step_size)
-    sigma_min = float(schedule.sigmas[-1])
-    if sigma_min == 0:
-        return float(sampler.get("noiseless_step_size", 0.01))
-    return float(sampler.get("step_ratio", 0.1)) * sigma_min**2

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from scorebench.study import Study, spec_json, validate_config
+from scorebench.specs import spec_json
+from scorebench.study import Study, validate_config
 
 CONFIG = {
     "study": "cli",

@@ -12,7 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import scorebench.jobs as jobs
+import scorebench.jobs.group as group
+from scorebench.jobs.evaluate import evaluate_samples_job, score_error_job
+from scorebench.jobs.group import evaluate_pack_job
+from scorebench.jobs.sample import sample_job
+from scorebench.jobs.train import train_job, train_pack_job
+from scorebench.layout import member_dir
 from scorebench.errors import ScorebenchError
 from scorebench.study import Study, validate_config
 
@@ -40,13 +45,13 @@ def pack(tmp_path_factory):
     study = Study(validate_config(json.loads(json.dumps(CONFIG))))
     (name,) = study.packs
     root = tmp_path_factory.mktemp("pack") / "results" / study.name / "packs" / name
-    jobs.train_pack_job(study.pack_spec(name), root / "members", root / "resume")
+    train_pack_job(study.pack_spec(name), root / "members", root / "resume")
     return study, name, model_files(root / "members", study.eval_groups[name], study)
 
 
 def model_files(members_dir, cells, study) -> dict[str, object]:
     """{member folder: model.pt} of cells trained into members_dir (a pack's folder)."""
-    return {study.pack_member_dir(c): members_dir / study.pack_member_dir(c) / "model.pt" for c in cells}
+    return {member_dir(c): members_dir / member_dir(c) / "model.pt" for c in cells}
 
 
 def stable(df: pd.DataFrame) -> pd.DataFrame:
@@ -61,14 +66,14 @@ def test_a_group_writes_what_the_per_cell_jobs_write(pack, tmp_path):
     (group,) = study.eval_shards(name)  # 4 cells, one group
     assert len(group) == 4
     files = list(models.values())[::-1]  # any order: matched to members by path
-    jobs.evaluate_pack_job(study.eval_pack_spec(name, "shard0"), files, tmp_path / "out", tmp_path / "work")
+    evaluate_pack_job(study.eval_pack_spec(name, "shard0"), files, tmp_path / "out", tmp_path / "work")
     assert not (tmp_path / "work").exists()  # renamed into the output in one step
     for cell in group:
-        member = study.pack_member_dir(cell)
+        member = member_dir(cell)
         model, alone = models[member], tmp_path / "alone" / member
-        jobs.sample_job(study.sample_spec(cell, "annealed"), model, alone / "samples.npz")
-        jobs.evaluate_samples_job(study.eval_spec(cell, "annealed"), alone / "samples.npz", alone / "annealed.parquet")
-        jobs.score_error_job(study.eval_spec(cell), model, alone / "score_error.parquet")
+        sample_job(study.sample_spec(cell, "annealed"), model, alone / "samples.npz")
+        evaluate_samples_job(study.eval_spec(cell, "annealed"), alone / "samples.npz", alone / "annealed.parquet")
+        score_error_job(study.eval_spec(cell), model, alone / "score_error.parquet")
         packed = tmp_path / "out" / member
         with np.load(alone / "samples.npz") as a, np.load(packed / "samples" / "annealed.npz") as b:
             assert np.array_equal(a["samples"], b["samples"]), member
@@ -83,22 +88,22 @@ def test_a_failed_group_keeps_its_finished_cells(pack, tmp_path, monkeypatch, ca
     members = list(models.values())
     spec = study.eval_pack_spec(name, "shard0")
     last = list(spec["members"])[-1]
-    real = jobs.score_error_job
+    real = group.score_error_job
 
     def fails_on_the_last_cell(s, model, out):
         if str(model).endswith(f"{last}/model.pt"):
             raise RuntimeError("killed")
         return real(s, model, out)
 
-    monkeypatch.setattr(jobs, "score_error_job", fails_on_the_last_cell)
+    monkeypatch.setattr(group, "score_error_job", fails_on_the_last_cell)
     with pytest.raises(RuntimeError, match="killed"):
-        jobs.evaluate_pack_job(spec, members, tmp_path / "out", tmp_path / "work")
+        evaluate_pack_job(spec, members, tmp_path / "out", tmp_path / "work")
     assert not (tmp_path / "out").exists()
     first = tmp_path / "work" / list(spec["members"])[0]
     before = (first / "samples" / "annealed.npz").stat().st_mtime_ns
-    monkeypatch.setattr(jobs, "score_error_job", real)
+    monkeypatch.setattr(group, "score_error_job", real)
     with caplog.at_level("INFO", logger="scorebench"):
-        jobs.evaluate_pack_job(spec, members, tmp_path / "out", tmp_path / "work")
+        evaluate_pack_job(spec, members, tmp_path / "out", tmp_path / "work")
     kept = [r.getMessage() for r in caplog.records if r.getMessage().startswith("kept ")]
     assert len(kept) == 3 * 3 + 2  # three finished cells' three files, the last cell's samples and table
     moved = tmp_path / "out" / list(spec["members"])[0] / "samples" / "annealed.npz"
@@ -123,11 +128,11 @@ def test_cells_trained_one_per_job_are_grouped_too(tmp_path):
     assert [len(g) for g in study.eval_shards("mix/dsm")] == [3, 1]
     cell = study.eval_shards("mix/dsm")[1][0]
     own = tmp_path / "results" / study.name / cell.dataset / cell.schedule / cell.objective / f"seed{cell.seed}"
-    jobs.train_job(study.train_spec(cell), own)
-    jobs.evaluate_pack_job(study.eval_pack_spec("mix/dsm", "shard1"), [own / "model.pt"], tmp_path / "out", tmp_path / "work")
+    train_job(study.train_spec(cell), own)
+    evaluate_pack_job(study.eval_pack_spec("mix/dsm", "shard1"), [own / "model.pt"], tmp_path / "out", tmp_path / "work")
     alone = tmp_path / "alone"
-    jobs.score_error_job(study.eval_spec(cell), own / "model.pt", alone / "score_error.parquet")
-    grouped = pd.read_parquet(tmp_path / "out" / study.pack_member_dir(cell) / "metrics" / "score_error.parquet")
+    score_error_job(study.eval_spec(cell), own / "model.pt", alone / "score_error.parquet")
+    grouped = pd.read_parquet(tmp_path / "out" / member_dir(cell) / "metrics" / "score_error.parquet")
     pd.testing.assert_frame_equal(stable(pd.read_parquet(alone / "score_error.parquet")), stable(grouped))
 
 
@@ -151,14 +156,14 @@ def test_model_files_must_match_the_groups_members_one_to_one(pack, tmp_path):
     study, name, models = pack
     spec, files = study.eval_pack_spec(name, "shard0"), list(models.values())
     with pytest.raises(ScorebenchError, match=r"no model file for member\(s\) " + list(models)[-1]):
-        jobs.evaluate_pack_job(spec, files[:-1], tmp_path / "out", tmp_path / "work")
+        evaluate_pack_job(spec, files[:-1], tmp_path / "out", tmp_path / "work")
     with pytest.raises(ScorebenchError, match="a second model for " + list(models)[0]):
-        jobs.evaluate_pack_job(spec, files + files[:1], tmp_path / "out", tmp_path / "work")
+        evaluate_pack_job(spec, files + files[:1], tmp_path / "out", tmp_path / "work")
     stranger = tmp_path / "results" / "evalpack" / "mix" / "L9" / "dsm" / "seed0" / "model.pt"
     with pytest.raises(ScorebenchError, match=f"--models {stranger}: not a member of this group: L9/seed0"):
-        jobs.evaluate_pack_job(spec, [*files, stranger], tmp_path / "out", tmp_path / "work")
+        evaluate_pack_job(spec, [*files, stranger], tmp_path / "out", tmp_path / "work")
     with pytest.raises(ScorebenchError, match="model.pt: not in a cell's or a pack's folder"):
-        jobs.evaluate_pack_job(spec, [tmp_path / "model.pt"], tmp_path / "out", tmp_path / "work")
+        evaluate_pack_job(spec, [tmp_path / "model.pt"], tmp_path / "out", tmp_path / "work")
     assert not (tmp_path / "work").exists()  # refused before any file is made
 
 
@@ -171,6 +176,6 @@ def test_model_files_must_match_the_groups_members_one_to_one(pack, tmp_path):
     ],
 )
 def test_a_cell_is_read_from_any_of_its_file_paths(path, below):
-    from scorebench.results import cell_of_path
+    from scorebench.layout import cell_of_path
 
     assert cell_of_path(path, below=below) == ("st", "mix", "L3", "dsm", 1)

@@ -100,14 +100,15 @@ def test_auto_is_the_fast_choice_for_the_device_and_each_switch_is_honoured():
 
 
 def test_the_schema_takes_the_switches_unquoted():
-    from scorebench.study import Study, train_settings, validate_config
+    from scorebench.components import Components
+    from scorebench.study import Study, validate_config
 
     cfg = {"study": "s", "datasets": {"mix": {"kind": "gmm_2mode"}},
            "schedules": {"g": {"kind": "geometric", "sigma_max": 1, "sigma_min": 0.1, "levels": 3}},
            "objectives": {"dsm": {"kind": "dsm"}},
            "training": {"compile": False, "channels_last": "on", "data_on_device": True}}  # fmt: skip
     study = Study(validate_config(cfg))
-    made = train_settings(study.train_spec(study.cells[0]))
+    made = Components(study.train_spec(study.cells[0])).settings
     assert (made.compile, made.channels_last, made.fused_adam, made.data_on_device) == ("off", "on", "auto", "on")
 
 

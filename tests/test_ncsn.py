@@ -10,6 +10,7 @@ import json
 import pytest
 import torch
 
+from scorebench.components import Components
 from scorebench.errors import ScorebenchError
 from scorebench.losses import denoising_score_matching
 from scorebench.models import build_model, count_parameters, model_from_config
@@ -188,8 +189,6 @@ def test_bad_input_raises_a_named_error(kwargs, pattern):
 
 
 def test_study_builds_ncsn_for_images_and_refuses_it_on_toys():
-    from scorebench import study as st
-
     base = {
         "study": "s",
         "datasets": {"digits": {"kind": "digits"}},
@@ -200,9 +199,8 @@ def test_study_builds_ncsn_for_images_and_refuses_it_on_toys():
     s = Study(validate_config(copy.deepcopy(base)))
     (cell,) = s.cells
     spec = s.train_spec(cell)
-    dataset = st.build_dataset(spec)
-    schedule = st.build_schedule(spec, dataset)
-    model = st.build_model(spec, dataset, schedule)
+    c = Components(spec)
+    schedule, model = c.schedule, c.new_model()
     assert model.config["arch"] == "ncsn" and model.config["sigmas"] == schedule.sigmas.tolist()
     toy = copy.deepcopy(base)
     toy["datasets"] = {"mix": {"kind": "gmm_2mode"}}

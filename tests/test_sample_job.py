@@ -13,9 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-import scorebench.jobs as jobs
+import scorebench.models.loading as loading
+from scorebench.components import Components
 from scorebench.errors import Preempted, ScorebenchError
-from scorebench.sampling import SAMPLERS
+from scorebench.jobs.sample import sample_job
+from scorebench.jobs.train import train_job
+from scorebench.sampling import SAMPLERS, chain_starts
+from scorebench.seeds import derive_seed
 from scorebench.study import Study, validate_config
 
 N, CHUNK = 50, 16  # four chunks: 16, 16, 16, 2
@@ -44,7 +48,7 @@ def cell(tmp_path_factory):
     study = Study(validate_config(json.loads(json.dumps(CONFIG))))
     c = study.cells[0]
     out = tmp_path_factory.mktemp("cell")
-    jobs.train_job(study.train_spec(c), out)
+    train_job(study.train_spec(c), out)
     return {name: study.sample_spec(c, name) for name in ("annealed", "longer")}, out / "model.pt"
 
 
@@ -52,7 +56,7 @@ def cell(tmp_path_factory):
 def score_calls(monkeypatch):
     """Counts score evaluations of the job; `kill_at` sends SIGTERM to this process at that call."""
     state = {"calls": 0, "kill_at": None}
-    real = jobs.score_fn_on
+    real = loading.score_fn_on
 
     def counting(model, device, **kw):
         fn = real(model, device, **kw)
@@ -65,7 +69,7 @@ def score_calls(monkeypatch):
 
         return score
 
-    monkeypatch.setattr(jobs, "score_fn_on", counting)
+    monkeypatch.setattr(loading, "score_fn_on", counting)
     return state
 
 
@@ -78,7 +82,7 @@ def test_preempted_run_resumes_to_the_uninterrupted_samples(tmp_path, cell, scor
     specs, model = cell
     spec = specs["annealed"]
     nfe = 3 * 4 + 1  # levels × steps + the denoising step
-    full = jobs.sample_job(spec, model, tmp_path / "full.npz")
+    full = sample_job(spec, model, tmp_path / "full.npz")
     assert score_calls["calls"] == 4 * nfe
     assert full["n_samples"] == N and full["chunk_size"] == CHUNK and full["n_chunks"] == 4 and full["nfe"] == nfe
     assert full["resumed_chunks"] == 0 and full["samples_per_s"] > 0
@@ -86,13 +90,13 @@ def test_preempted_run_resumes_to_the_uninterrupted_samples(tmp_path, cell, scor
     out = tmp_path / "cut.npz"
     score_calls.update(calls=0, kill_at=2)  # SIGTERM in the middle of chunk 0: it finishes, then the job stops
     with pytest.raises(Preempted, match="SIGTERM after chunk 1/4"):
-        jobs.sample_job(spec, model, out)
+        sample_job(spec, model, out)
     assert not out.exists()
     assert sorted(p.name for p in (tmp_path / "cut.npz.chunks").iterdir()) == ["chunk_00000.npz", "chunks.json"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the job gave the handler back
 
     score_calls.update(calls=0, kill_at=None)
-    meta = jobs.sample_job(spec, model, out)
+    meta = sample_job(spec, model, out)
     assert score_calls["calls"] == 3 * nfe  # chunk 0 was not drawn again
     assert meta["resumed_chunks"] == 1 and meta["n_samples"] == N
     assert not (tmp_path / "cut.npz.chunks").exists()
@@ -107,15 +111,17 @@ def test_chunks_are_the_sampler_run_with_per_chunk_seeds(tmp_path, cell):
     """Independent path: each block of the file is the sampler itself on that chunk's own generator."""
     specs, model = cell
     spec = specs["annealed"]
-    jobs.sample_job(spec, model, tmp_path / "s.npz")
+    sample_job(spec, model, tmp_path / "s.npz")
     samples = load(tmp_path / "s.npz")["samples"]
-    device, dataset, schedule, oracle, _ = jobs.load_cell_model(spec, model, "ema")
+    c = Components(spec)
+    device, dataset, schedule = c.device, c.dataset, c.schedule
+    oracle, _ = c.trained_model(model, "ema")
     sigmas = schedule.sigmas.float()
     eps = 0.1 * float(sigmas[-1]) ** 2  # the default step_ratio rule
     for k, start in enumerate(range(0, N, CHUNK)):
         m = min(CHUNK, N - start)
-        g = torch.Generator().manual_seed(jobs.derive_seed(spec["seed"], "sample", "annealed", str(k)))
-        x0 = jobs.initial_points(
+        g = torch.Generator().manual_seed(derive_seed(spec["seed"], "sample", "annealed", str(k)))
+        x0 = chain_starts(
             dataset, m, kind="annealed_langevin", sigma_max=float(sigmas[0]), generator=g, device=device
         )
         ref = SAMPLERS["annealed_langevin"](oracle, x0, sigmas, n_steps=4, step_size=eps, generator=g, denoise=True)
@@ -127,11 +133,11 @@ def test_chunks_of_other_settings_are_not_reused(tmp_path, cell, score_calls):
     out = tmp_path / "s.npz"
     score_calls.update(kill_at=1)
     with pytest.raises(Preempted):
-        jobs.sample_job(specs["annealed"], model, out)  # leaves chunk 0 of the 4-step sampler
+        sample_job(specs["annealed"], model, out)  # leaves chunk 0 of the 4-step sampler
     score_calls.update(calls=0, kill_at=None)
-    meta = jobs.sample_job(specs["longer"], model, out)
+    meta = sample_job(specs["longer"], model, out)
     assert meta["resumed_chunks"] == 0 and score_calls["calls"] == 4 * (3 * 5 + 1)
-    fresh = jobs.sample_job(specs["longer"], model, tmp_path / "fresh.npz")
+    fresh = sample_job(specs["longer"], model, tmp_path / "fresh.npz")
     assert np.array_equal(load(out)["samples"], load(tmp_path / "fresh.npz")["samples"])
     assert fresh["resumed_chunks"] == 0
 
@@ -140,23 +146,23 @@ def test_auto_batch_size_on_cpu_and_bad_values(tmp_path, cell):
     specs, model = cell
     spec = json.loads(json.dumps(specs["annealed"]))
     spec["sampling"]["batch_size"] = "auto"
-    meta = jobs.sample_job(spec, model, tmp_path / "a.npz")
+    meta = sample_job(spec, model, tmp_path / "a.npz")
     assert meta["chunk_size"] == N and meta["n_chunks"] == 1  # the CPU default exceeds N
     assert load(tmp_path / "a.npz")["samples"].shape == (N, 2)
     spec["sampling"]["batch_size"] = "big"
     with pytest.raises(ScorebenchError, match="batch_size"):
-        jobs.sample_job(spec, model, tmp_path / "b.npz")
+        sample_job(spec, model, tmp_path / "b.npz")
     assert not (tmp_path / "b.npz").exists()
 
 
 def test_switches_are_recorded_and_cuda_graphs_fall_back_on_cpu(tmp_path, cell):
     specs, model = cell
     spec = json.loads(json.dumps(specs["annealed"]))
-    base = jobs.sample_job(spec, model, tmp_path / "a.npz")
+    base = sample_job(spec, model, tmp_path / "a.npz")
     switches = ("amp", "channels_last", "cuda_graphs", "cuda_graphs_used")
     assert [base[k] for k in switches] == ["off", False, "off", False]
     spec["sampler"].update(amp="auto", channels_last=True, cuda_graphs="on")
-    meta = jobs.sample_job(spec, model, tmp_path / "b.npz")
+    meta = sample_job(spec, model, tmp_path / "b.npz")
     # amp auto is fp32 on a CPU, channels_last applies to images only, graphs need CUDA: same samples
     assert [meta[k] for k in switches] == ["auto", False, "on", False]
     assert np.array_equal(load(tmp_path / "a.npz")["samples"], load(tmp_path / "b.npz")["samples"])

@@ -14,7 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
-from scorebench import jobs
+from scorebench.components import Components
+from scorebench.jobs.evaluate import score_field_job
+from scorebench.jobs.report import study_figures_job
+from scorebench.jobs.train import train_job
 from scorebench.errors import ScorebenchError
 from scorebench.study import Cell, Study, load_config, validate_config
 from scorebench.study_figures import annealed_animation, levels_to_show, relative_error_map
@@ -139,8 +142,8 @@ def test_score_fields_need_a_toy():
 def test_oracle_score_field_is_the_closed_form_mixture_score(tmp_path, schedule):
     study = tiny_config()
     spec = study.score_field_spec(Cell("mix", schedule, "oracle", 0))
-    jobs.train_job(spec, tmp_path)
-    jobs.score_field_job(spec, tmp_path / "model.pt", tmp_path / "field.npz")
+    train_job(spec, tmp_path)
+    score_field_job(spec, tmp_path / "model.pt", tmp_path / "field.npz")
     with np.load(tmp_path / "field.npz") as z:
         f = {k: z[k] for k in z.files}
     expected_sigmas = [0.0] if schedule == "none" else [5.0, math.sqrt(5 * 0.5), 0.5]
@@ -162,12 +165,11 @@ def test_oracle_score_field_is_the_closed_form_mixture_score(tmp_path, schedule)
 def test_trained_score_field_is_the_model_at_each_level(tmp_path):
     study = tiny_config()
     spec = study.score_field_spec(Cell("mix", "geom", "ssm", 0))
-    jobs.train_job(spec, tmp_path)
-    jobs.score_field_job(spec, tmp_path / "model.pt", tmp_path / "field.npz")
+    train_job(spec, tmp_path)
+    score_field_job(spec, tmp_path / "model.pt", tmp_path / "field.npz")
     with np.load(tmp_path / "field.npz") as z:
         points, sigmas, est = z["points"], z["sigmas"], z["model_score"]
-    dataset = jobs.st.build_dataset(spec)
-    model, _ = jobs.load_score_model(spec, tmp_path / "model.pt", dataset, jobs.st.build_schedule(spec, dataset))
+    model, _ = Components(spec).trained_model(tmp_path / "model.pt", "ema")
     x = torch.from_numpy(points)
     for k, s in enumerate(sigmas):
         with torch.no_grad():
@@ -307,14 +309,14 @@ def test_study_figures_job_writes_what_the_workflow_expects(tmp_path):
     for schedule in ("none", "geom"):
         spec = study.score_field_spec(Cell("mix", schedule, "oracle", 0))
         d = tmp_path / schedule
-        jobs.train_job(spec, d)
-        jobs.score_field_job(spec, d / "model.pt", d / "score_field.npz")
+        train_job(spec, d)
+        score_field_job(spec, d / "model.pt", d / "score_field.npz")
         fields.append(d / "score_field.npz")
     table = tmp_path / "metrics.parquet"
     synthetic_table().assign(dataset="mix").to_parquet(table)
     samples = [fake_samples(tmp_path, "oracle", 5, rng)]
     out = tmp_path / "figures"
-    jobs.study_figures_job(study.study_figures_spec(), table, out, fields=fields, samples=samples,
+    study_figures_job(study.study_figures_spec(), table, out, fields=fields, samples=samples,
                            summary=tmp_path / "summary.md")  # fmt: skip
     for name in study.study_figures:
         assert (out / f"{name}.png").stat().st_size > 5000 and (out / f"{name}.pdf").exists(), name

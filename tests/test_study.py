@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from scorebench.errors import ScorebenchError
-from scorebench.study import Cell, Study, load_config, spec_json, validate_config
+from scorebench.specs import spec_json
+from scorebench.study import Cell, Study, load_config, validate_config
 
 BASE = {
     "study": "s",
@@ -107,12 +108,12 @@ def test_training_defaults_match_the_trainer():
 def test_sigma_max_auto_is_the_largest_pairwise_distance():
     import torch
 
-    from scorebench.study import build_dataset, build_schedule
+    from scorebench.components import Components
 
     s = study(schedules={"auto": {"kind": "geometric", "sigma_max": "auto", "sigma_min": 0.1, "levels": 4}}, exclude=[])
     spec = s.train_spec(s.cells[0])
-    ds = build_dataset(spec)
-    sch = build_schedule(spec, ds)
+    c = Components(spec)
+    ds, sch = c.dataset, c.schedule
     x = ds.train.reshape(len(ds.train), -1).double()
     brute = max(float(torch.cdist(c, x).max()) for c in x.split(2000))
     assert float(sch.sigmas[0]) == pytest.approx(brute, rel=1e-6)

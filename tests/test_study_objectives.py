@@ -9,7 +9,9 @@ import pytest
 import torch
 from test_data import central_difference_grad
 
-from scorebench import jobs
+from scorebench.jobs.evaluate import evaluate_samples_job, score_error_job
+from scorebench.jobs.sample import sample_job
+from scorebench.jobs.train import train_job
 from scorebench.data import load_dataset
 from scorebench.errors import ScorebenchError
 from scorebench.objectives_study import ci95, loglog_slope, objective_numbers, objectives_figure, objectives_section
@@ -138,10 +140,10 @@ def test_nd_cell_trains_samples_and_is_scored_by_mmd_and_sliced_wasserstein(tmp_
     study = nd_config()
     cell = Cell("d8", "geom", "exact", 0)
     spec = study.train_spec(cell)
-    jobs.train_job(spec, tmp_path)
-    jobs.sample_job(study.sample_spec(cell, "ald"), tmp_path / "model.pt", tmp_path / "ald.npz")
-    jobs.evaluate_samples_job(study.eval_spec(cell, "ald"), tmp_path / "ald.npz", tmp_path / "ald.parquet")
-    jobs.score_error_job(study.eval_spec(cell), tmp_path / "model.pt", tmp_path / "se.parquet")
+    train_job(spec, tmp_path)
+    sample_job(study.sample_spec(cell, "ald"), tmp_path / "model.pt", tmp_path / "ald.npz")
+    evaluate_samples_job(study.eval_spec(cell, "ald"), tmp_path / "ald.npz", tmp_path / "ald.parquet")
+    score_error_job(study.eval_spec(cell), tmp_path / "model.pt", tmp_path / "se.parquet")
     ev, se = pd.read_parquet(tmp_path / "ald.parquet"), pd.read_parquet(tmp_path / "se.parquet")
     metrics = set(ev["metric"])
     assert {"mmd_rbf", "sliced_wasserstein"} <= metrics and not any(m.startswith("mode_") for m in metrics)

@@ -5,8 +5,10 @@ import sys
 
 from snakemake.utils import validate
 
+from scorebench import layout
 from scorebench.errors import ScorebenchError
-from scorebench.study import Cell, Study, spec_json
+from scorebench.specs import spec_json
+from scorebench.study import Cell, Study
 
 validate(config, schema="../schemas/config.schema.yaml")
 try:
@@ -15,7 +17,7 @@ except ScorebenchError as exc:
     sys.exit(f"scorebench: error: {exc}")
 
 R = f"{STUDY.results_dir}/{STUDY.name}"
-CELL = f"{R}/{{dataset}}/{{schedule}}/{{objective}}/seed{{seed}}"
+CELL = f"{R}/{layout.CELL}"
 
 
 def study_path(name):
@@ -60,7 +62,7 @@ def pack_path(name):
     """results/{study}/packs/{dataset}/{objective}/name: the folders of a dataset × objective's shared
     jobs: `members` of its packed training (training.pack), `evaluated/shard<i>` of its grouped evaluation.
     """
-    return f"{R}/packs/{{dataset}}/{{objective}}/{name}"
+    return f"{R}/{layout.PACK}/{name}"
 
 
 def dataset_objective(wildcards):
@@ -74,7 +76,9 @@ def get_pack_spec(wildcards):
 
 def pack_folder(cell):
     """The output folder of the pack that trains `cell` (training.pack)."""
-    return pack_path("members").format(dataset=cell.dataset, objective=cell.objective)
+    return pack_path(layout.MEMBERS).format(
+        dataset=cell.dataset, objective=cell.objective
+    )
 
 
 def trained_file(cell, name):
@@ -82,7 +86,7 @@ def trained_file(cell, name):
     pack's output folder when it is trained packed."""
     if STUDY.pack_of(cell) is None:
         return cell_file(cell, name)
-    return f"{pack_folder(cell)}/{STUDY.pack_member_dir(cell)}/{name}"
+    return f"{pack_folder(cell)}/{layout.member_dir(cell)}/{name}"
 
 
 def trained_input(cell, name):
@@ -146,7 +150,7 @@ def eval_pack_model_files(wildcards):
 
 def evaluated_folder(cell):
     """The output folder of the evaluation job of a grouped toy cell (evaluation.group_size)."""
-    return pack_path(f"evaluated/{STUDY.eval_shard_of(cell)}").format(
+    return pack_path(f"{layout.EVALUATED}/{STUDY.eval_shard_of(cell)}").format(
         dataset=cell.dataset, objective=cell.objective
     )
 
@@ -156,7 +160,7 @@ def evaluated_file(cell, name):
     folder, or in its evaluation group's folder when it is evaluated in a group."""
     if STUDY.eval_group_of(cell) is None:
         return cell_file(cell, name)
-    return f"{evaluated_folder(cell)}/{STUDY.pack_member_dir(cell)}/{name}"
+    return f"{evaluated_folder(cell)}/{layout.member_dir(cell)}/{name}"
 
 
 def evaluated_input(cell, name):

@@ -78,7 +78,7 @@ rule evaluate_pack:
         models=get_eval_pack_models,
         reference=get_reference,
     output:
-        evaluated=directory(pack_path("evaluated/{shard}")),
+        evaluated=directory(pack_path(f"{layout.EVALUATED}/{{shard}}")),
     log:
         f"{R}/logs/evaluate_pack/{{dataset}}/{{objective}}/{{shard}}.log",
     benchmark:

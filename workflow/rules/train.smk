@@ -24,7 +24,7 @@ rule train:
 # own folder of the pack's output (model.pt, train_log.jsonl); their later jobs read them there.
 rule train_pack:
     output:
-        members=directory(pack_path("members")),
+        members=directory(pack_path(layout.MEMBERS)),
     log:
         f"{R}/logs/train_pack/{{dataset}}/{{objective}}.log",
     benchmark:

@@ -1,0 +1,107 @@
+"""One spec → the objects it names: dataset, schedule, score model, loss, trainer settings, step size.
+
+A job holds a spec (a plain dict made by study.py); `Components(spec)` is the one step that turns
+it into what the lower layers take, so a job never assembles them piece by piece. Each part is
+built on first use (an evaluation job never builds a network), and built once: the schedule's
+σ₁ "auto" reads the training data, which is loaded only once. Below this module nothing reads a spec.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+
+class Components:
+    """The components of one job's spec.
+
+    Args:
+        spec: a job spec (train, sample, evaluation or score-field spec); parts it lacks (a train spec
+            has no sampler) are simply not asked for.
+        dataset: an already loaded dataset to share (the members of a pack train on one data set).
+    """
+
+    def __init__(self, spec: dict, dataset=None):
+        self.spec = spec
+        if dataset is not None:
+            self.dataset = dataset
+
+    @cached_property
+    def dataset(self):
+        from scorebench.data import load_dataset
+
+        ds = self.spec["dataset"]
+        return load_dataset(ds["kind"], **ds.get("options", {}))
+
+    @cached_property
+    def schedule(self):
+        """σ levels and λ; NCSNv2's rules (kind ncsnv2, σ₁ auto) read the training data, and the
+        ncsnv2 step size follows the sampler's steps per level."""
+        from scorebench.noise import make_schedule
+
+        sch = {k: v for k, v in self.spec["schedule"].items() if k != "name"}
+        kind = sch.pop("kind")
+        if kind == "ncsnv2" or sch.get("sigma_max") == "auto":
+            sch["data"] = self.dataset.train
+            sampler = self.spec.get("sampler") or {}
+            sch["steps_per_level"] = sampler.get("n_steps", 100) or 1
+        return make_schedule(kind, **sch)
+
+    @property
+    def is_oracle(self) -> bool:
+        return self.spec["objective"]["kind"] == "oracle"
+
+    @cached_property
+    def loss(self):
+        from scorebench.losses import make_loss
+
+        opts = {k: v for k, v in self.spec["objective"].items() if k not in ("name", "kind")}
+        return make_loss(self.spec["objective"]["kind"], **opts)
+
+    @cached_property
+    def settings(self):
+        """The trainer's settings; the cell seed seeds its draws."""
+        from scorebench.train import TrainSettings
+
+        settings = {k: v for k, v in self.spec["training"].items() if k != "pack"}
+        return TrainSettings(seed=int(self.spec["seed"]), **settings)
+
+    @cached_property
+    def device(self):
+        from scorebench.device import resolve_device
+
+        return resolve_device(self.spec["training"].get("device", "auto"))
+
+    def new_model(self):
+        """The cell's untrained network, initial weights from the cell seed (the oracle: the exact score)."""
+        import torch
+
+        from scorebench.models import build_model
+        from scorebench.models.oracle import OracleScore
+
+        if self.is_oracle:
+            return OracleScore(self.dataset.distribution)
+        m = dict(self.spec["model"])
+        arch, preset = m.pop("arch"), m.pop("preset")
+        init = torch.Generator().manual_seed(int(self.spec["seed"]))  # initial weights follow the cell seed
+        return build_model(arch, shape=self.dataset.shape, sigmas=self.schedule.sigmas, preset=preset,
+                           generator=init, **m)  # fmt: skip
+
+    def trained_model(self, model_path, weights: str):
+        """The cell's trained network from its model.pt (`weights` "ema" or "raw"), in eval mode on
+        this spec's device; returns (model, the file's dict)."""
+        from scorebench.models.loading import load_score_model
+
+        return load_score_model(model_path, self.dataset.distribution, weights=weights, device=self.device)
+
+    @property
+    def step_size(self) -> float:
+        """ε of the spec's sampler: explicit, else the schedule's own rule (ncsnv2), else step_ratio·σ_L²."""
+        sampler, schedule = self.spec["sampler"], self.schedule
+        if sampler.get("step_size") is not None:
+            return float(sampler["step_size"])
+        if schedule.step_size is not None:
+            return float(schedule.step_size)
+        sigma_min = float(schedule.sigmas[-1])
+        if sigma_min == 0:
+            return float(sampler.get("noiseless_step_size", 0.01))
+        return float(sampler.get("step_ratio", 0.1)) * sigma_min**2
