@@ -32,6 +32,9 @@ include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/studies.smk"
 
 
+check_site()
+
+
 rule all:
     default_target: True
     input:
