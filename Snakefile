@@ -35,6 +35,12 @@ include: "workflow/rules/studies.smk"
 check_site()
 
 
+# A failed job's one-line error is in its log file; Snakemake's error block names the file but
+# prints the job's whole command instead. At the end of a failed run, print each failed job's line.
+onerror:
+    print_job_errors(log)
+
+
 rule all:
     default_target: True
     input:

@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 from scorebench import layout
 from scorebench.errors import ScorebenchError
+from scorebench.failures import job_errors
 from scorebench.slurm_site import site_errors
 from scorebench.specs import spec_json
 from scorebench.study import Cell, Study
@@ -268,3 +269,11 @@ def check_site():
     if error:
         sys.exit(f"scorebench: error: {error}")
 
+
+def print_job_errors(snakemake_log):
+    """Each failed job's log and its last error line (scorebench.failures), on stderr."""
+    lines = job_errors(snakemake_log)
+    if lines:
+        print(
+            "Failed jobs (log: last error line):", *lines, sep="\n  ", file=sys.stderr
+        )
