@@ -2,6 +2,11 @@
 # evaluated and aggregated into results/{study}/. Run `snakemake --cores all` for the default
 # study in config/config.yaml, or `snakemake --cores all --configfile config/studies/NAME.yaml`.
 
+# The conda environment every rule names (environment.yml, for --sdm conda) installs scorebench
+# from this checkout: pip reads the folder from this variable, wherever Snakemake builds the env.
+os.environ["SCOREBENCH_ROOT"] = workflow.basedir
+
+
 # A study given with --configfile replaces the default one: Snakemake would otherwise merge the two
 # (nested dicts are updated key by key), adding the default study's presets to every other study.
 if not workflow.overwrite_configfiles:
