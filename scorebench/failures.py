@@ -16,6 +16,7 @@ from pathlib import Path
 
 LOG_LINE = re.compile(r"^\s*log: (.+) \(check log file\(s\) for error details\)\s*$")
 SCOREBENCH_ERROR = re.compile(r"^scorebench [\w-]+: (error|interrupted)\b")
+SLURM_LOGS = "slurm_logs"  # .snakemake/slurm_logs/: where snakemake-executor-plugin-slurm puts SLURM's job logs
 
 
 def failed_job_logs(snakemake_logs) -> list[list[str]]:
@@ -34,7 +35,8 @@ def failed_job_logs(snakemake_logs) -> list[list[str]]:
             m = LOG_LINE.match(line)
             if m:
                 files = [f.strip() for f in m.group(1).split(", ") if f.strip()]
-                jobs.pop(files[0], None)
+                if all(SLURM_LOGS in Path(f).parts for f in files):
+                    continue  # a group job's own SLURM log; its jobs' logs are listed one by one
                 jobs[files[0]] = files
     return list(jobs.values())
 
