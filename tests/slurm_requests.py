@@ -7,7 +7,8 @@ locally. This runs the dry run in this process and, for each job it would submit
 SLURM executor would put into sbatch: a group's resources with Snakemake's own code, as for a
 cluster (`run_local=False`); a single job's `threads` and resources.
 
-    python tests/slurm_requests.py --profile PROFILE [--configfile FILE]   # one line per rule or group
+    python tests/slurm_requests.py --profile PROFILE [--configfile FILE]   # one line per distinct request
+    python tests/slurm_requests.py --json --profile PROFILE ...            # one JSON list of every job
 
 Used by tests/test_slurm.py; prints a table for a person.
 """
@@ -69,6 +70,11 @@ def summarise(jobs: list[dict]) -> list[dict]:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--json"]:
+        import json
+
+        print(json.dumps(slurm_requests(*sys.argv[2:])))
+        sys.exit(0)
     for row in summarise(slurm_requests(*sys.argv[1:])):
         print(f"{row['jobs']:4d} x {row['name']:<45} cpus={row['cpus']} mem_mb={row['mem_mb']} "
               f"runtime={row['runtime']} gpu={row['gpu']} gpu_model={row['gpu_model']!r}")  # fmt: skip
