@@ -3,16 +3,13 @@
 # job exactly when the settings it depends on change.
 import sys
 
-from snakemake.utils import validate
-
 from scorebench import layout
 from scorebench.errors import ScorebenchError
 from scorebench.specs import spec_json
-from scorebench.study import Cell, Study
+from scorebench.study import Cell, Study, validate_config
 
-validate(config, schema="../schemas/config.schema.yaml")
-try:
-    STUDY = Study(config)
+try:  # scorebench's validator fills the schema's defaults (overrides stay partial: schema.py)
+    STUDY = Study(validate_config(config))
 except ScorebenchError as exc:
     sys.exit(f"scorebench: error: {exc}")
 
