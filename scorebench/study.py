@@ -12,8 +12,8 @@ from __future__ import annotations
 import copy
 import itertools
 from dataclasses import dataclass
-from pathlib import Path
 
+from scorebench.config_file import read_config
 from scorebench.data.registry import MIXTURE_DATASETS, TOY_DATASETS, dataset_dim
 from scorebench.errors import ScorebenchError
 from scorebench.layout import member_dir
@@ -47,17 +47,8 @@ class Cell:
 
 
 def load_config(path) -> dict:
-    """Read a YAML study config, check it against the schema and fill its defaults."""
-    import yaml
-
-    p = Path(path)
-    if not p.exists():
-        raise ScorebenchError(f"config file {p} does not exist")
-    try:
-        config = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ScorebenchError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return validate_config(config)
+    """Read a YAML study config (file:line errors, duplicate keys refused), check it and fill its defaults."""
+    return validate_config(read_config(path))
 
 
 def _merge(base: dict, override: dict | None) -> dict:
