@@ -87,6 +87,9 @@ def error_line(err) -> str:
         return f"config {where}: {err.message}"
     if err.validator == "uniqueItems":
         return f"config {where}: {err.instance!r} repeats a value; each must appear once"
+    bounds = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+    if err.validator in bounds:
+        return f"config {where}: must be {bounds[err.validator]} {err.validator_value}, got {err.instance!r}"
     if err.validator in ("oneOf", "anyOf"):
         options = " or ".join(_describe(s) for s in err.validator_value)
         return f"config {where}: {err.instance!r} is not allowed; use {options}"

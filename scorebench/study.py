@@ -13,6 +13,7 @@ import copy
 import itertools
 from dataclasses import dataclass
 
+from scorebench.checks import check_config, check_study
 from scorebench.config_file import read_config
 from scorebench.data.registry import MIXTURE_DATASETS, TOY_DATASETS, dataset_dim
 from scorebench.errors import ScorebenchError
@@ -64,12 +65,13 @@ class Study:
         self.config = config
         self.name = config["study"]
         self.results_dir = config["results_dir"]
-        self._check_presets()
+        check_config(config)
         self.cells = self._grid()
         if not self.cells:
             raise ScorebenchError("config exclude: every cell of the grid is excluded; nothing to run")
         self._check_figures()
         self._check_packs()
+        check_study(self)
         self.packs = self._packs()  # {"dataset/objective": cells} of packed training
         self._pack_of = {cell: name for name, cells in self.packs.items() for cell in cells}
         self.eval_groups = self._eval_groups()  # {"dataset/objective": cells} evaluated in groups
@@ -129,35 +131,6 @@ class Study:
     @staticmethod
     def _dim(ds: dict) -> int | None:
         return dataset_dim(ds["kind"], ds["options"])
-
-    def _check_presets(self) -> None:
-        c = self.config
-        for name, sch in c["schedules"].items():
-            kind = sch["kind"]
-            need = {"single": ["sigma"], "geometric": ["sigma_max", "sigma_min", "levels"],
-                    "linear": ["sigma_max", "sigma_min", "levels"], "explicit": ["sigmas"]}.get(kind, [])  # fmt: skip
-            for key in need:
-                if key not in sch:
-                    raise ScorebenchError(f"config schedules/{name}/{key}: required for kind {kind!r}")
-            if kind in ("geometric", "linear") and sch["sigma_max"] != "auto" and not sch["sigma_max"] > sch["sigma_min"]:
-                raise ScorebenchError(
-                    f"config schedules/{name}: sigma_max ({sch['sigma_max']}) must be larger than "
-                    f"sigma_min ({sch['sigma_min']})"
-                )
-            if kind == "explicit":
-                s = sch["sigmas"]
-                if not s or any(v <= 0 for v in s) or any(b >= a for a, b in zip(s, s[1:])):
-                    raise ScorebenchError(
-                        f"config schedules/{name}/sigmas: must be positive and strictly decreasing, got {s}"
-                    )
-        for name, ds in c["datasets"].items():
-            dim = ds["options"].get("dim")  # a loader option; left out, the loader's default applies
-            if ds["kind"] == "gmm_nd" and dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
-                raise ScorebenchError(f"config datasets/{name}/options/dim: must be an integer >= 1, got {dim!r}")
-        for i, rule in enumerate(c["exclude"]):
-            for key, table in (("dataset", "datasets"), ("schedule", "schedules"), ("objective", "objectives")):
-                if key in rule and rule[key] not in c[table]:
-                    raise ScorebenchError(f"config exclude/{i}/{key}: {rule[key]!r} is not a preset in `{table}`")
 
     # ------------------------------------------------------------------ settings per dataset
 

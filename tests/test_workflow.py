@@ -5,12 +5,14 @@ a no-op rerun, a one-preset edit that reruns only its cells, and config errors t
 workflow before any job starts.
 """
 
+import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -147,6 +149,58 @@ def test_yaml_mistakes_name_file_and_line(tmp_path, text, needle):
         path = tmp_path / "config" / "config.yaml"
         out = snakemake(tmp_path, "-n", "--configfile", str(path), check=False)
         one_line_refusal(out, needle.replace("config/config.yaml", str(path)))
+
+
+def _faces(kind):
+    def edit(c, work):
+        from PIL import Image
+
+        np.savez(work / "faces.npz", x=np.zeros((6, 8, 8), np.uint8))
+        (work / "faces").mkdir()
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(work / "faces" / "0.png")
+        c["datasets"]["faces"] = {"kind": kind, "options": {"path": "faces.npz" if kind == "npz" else "faces"}}
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (_faces("npz"), "config evaluation/fid/extractor: feature_net trains on class labels, but dataset faces (kind npz)"),
+        (_faces("image_folder"), "but dataset faces (kind image_folder) has none"),
+        (lambda c, w: c["sampling"]["samplers"]["annealed"].update(step_size=0), "annealed/step_size: must be > 0, got 0"),
+        (lambda c, w: c["sampling"]["samplers"]["annealed"].update(step_size=-0.1), "must be > 0, got -0.1"),
+        (lambda c, w: c.update(seeds=[0, 0]), "config seeds: [0, 0] repeats a value"),
+        (lambda c, w: c["schedules"]["geom"].update(sigma_max=float("inf")), "geom/sigma_max: must be a finite number, got inf"),
+        (lambda c, w: c["schedules"]["geom"].update(sigma_max=1e30), "geom/sigma_max: 1e+30 is outside float32's range"),
+        (lambda c, w: c["schedules"]["geom"].update(levels=100000), "one chain takes 500,001 network evaluations"),
+        ("duplicate", "duplicate key 'geom' (first at line 15)"),
+    ],
+)
+def test_settings_that_cannot_finish_are_refused_before_any_job(tmp_path, edit, needle):
+    """Issue 17's cases each failed after training (at reference-stats, evaluate-pack, in training
+    or in metrics). Now `snakemake` refuses them in one line, and a study's finished files stay."""
+    text = (ROOT / ".test" / "config" / "config.yaml").read_text()
+    if edit == "duplicate":
+        line = "  geom: {kind: geometric, sigma_max: 3.0, sigma_min: 0.1, levels: 3}\n"
+        text = text.replace(line, line + line.replace("levels: 3", "levels: 4"))
+    else:
+        cfg = yaml.safe_load(text)
+        edit(cfg, tmp_path)
+        text = yaml.safe_dump(cfg)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    finished = {tmp_path / "results" / "test" / "mix" / "geom" / "dsm" / "seed0" / "model.pt": b"a finished model",
+                tmp_path / "results" / "test" / "metrics.parquet": b"a finished table"}  # fmt: skip
+    for path, content in finished.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        os.utime(path, (1_000_000_000, 1_000_000_000))
+    before = sorted((tmp_path / "results").rglob("*"))
+    one_line_refusal(snakemake(tmp_path, "--cores", "1", "--configfile", str(bad), check=False), needle)
+    assert sorted((tmp_path / "results").rglob("*")) == before  # no job started, nothing was written
+    for path, content in finished.items():
+        assert path.read_bytes() == content and path.stat().st_mtime == 1_000_000_000
 
 
 def test_lint_and_format_are_clean():
