@@ -127,7 +127,7 @@ def spec_columns(spec: dict) -> dict:
         "schedule": spec["schedule"]["name"],
         "objective": spec["objective"]["name"],
         "seed": int(spec["seed"]),
-        "sampler": spec.get("sampler", {}).get("name", ""),
+        "sampler": spec["sampler"]["name"] if "sampler" in spec else "",
     }
     for owner in ("dataset", "schedule", "objective", "model", "training", "sampler", "sampling", "evaluation"):
         if owner in spec:
@@ -143,11 +143,11 @@ def spec_columns(spec: dict) -> dict:
 def schedule_n_levels(schedule: dict) -> int | None:
     """L of a schedule preset, for every kind whose preset fixes it (`single` and `none` have one level
     but no `levels` key; `ncsnv2` derives L from the data: None), so an L axis spans every kind."""
-    kind = schedule.get("kind")
+    kind = schedule["kind"]
     if kind in ("none", "single"):
         return 1
     if kind == "explicit":
-        return len(schedule.get("sigmas", []))
+        return len(schedule["sigmas"])
     if kind in ("geometric", "linear") and "levels" in schedule:
         return int(schedule["levels"])
     return None

@@ -174,7 +174,7 @@ def reference_job(spec: dict, out_dir) -> None:
     info["n_reference"] = int(reference.shape[0])
     info["cache_name"] = reference_features(
         reference, cache_root=out_dir / "cache", cache_name=name, extractor=fid["extractor"],
-        feature_net_path=net_path, inception_weights=fid.get("inception_weights"),
+        feature_net_path=net_path, inception_weights=fid["inception_weights"],
         device=resolve_device("auto"),
     )  # fmt: skip
     write_json(out_dir / "reference.json", info)
@@ -190,6 +190,6 @@ def fidelity_rows(samples, reference_dir, fid: dict) -> list[dict]:
     ref = read_json(Path(reference_dir) / "reference.json", "reference record")
     return fidelity_metrics(
         samples, ref["cache_name"], cache_root=ref["cache_root"], extractor=ref["extractor"],
-        feature_net_path=ref.get("feature_net_path"), inception_weights=fid.get("inception_weights"),
+        feature_net_path=ref.get("feature_net_path"), inception_weights=fid["inception_weights"],
         device=resolve_device("auto"),
     )  # fmt: skip

@@ -6,7 +6,7 @@ from __future__ import annotations
 from scorebench.components import Components
 from scorebench.readers import read_table
 from scorebench.results import write_text
-from scorebench.study import MIXTURE_KINDS, TOY_KINDS
+from scorebench.data.registry import MIXTURE_DATASETS, TOY_DATASETS
 
 
 def aggregate_job(inputs, out, *, train_logs=(), tables_dir=None) -> None:
@@ -36,11 +36,11 @@ def study_figures_job(spec: dict, table, out_dir, *, fields=(), samples=(), summ
     df = read_table(table, "study table")
     mixtures, sigmas = {}, {}
     for name, ds_spec in spec["datasets"].items():
-        if ds_spec["kind"] not in TOY_KINDS:
+        if ds_spec["kind"] not in TOY_DATASETS:
             continue
         dataset = Components({"dataset": ds_spec}).dataset
         dist = dataset.distribution
-        if ds_spec["kind"] in MIXTURE_KINDS:
+        if ds_spec["kind"] in MIXTURE_DATASETS:
             mixtures[name] = {"means": dist.means.tolist(), "stds": dist.stds.tolist(), "weights": dist.weights.tolist()}
         for sch_name, sch in spec["schedules"].items():
             sigmas[(name, sch_name)] = Components({"schedule": sch}, dataset=dataset).schedule.sigmas.tolist()
