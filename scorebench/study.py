@@ -18,7 +18,7 @@ from scorebench.config_file import read_config
 from scorebench.data.registry import MIXTURE_DATASETS, TOY_DATASETS, dataset_dim
 from scorebench.errors import ScorebenchError
 from scorebench.layout import member_dir
-from scorebench.schema import SCHEMA_PATH, validate_config
+from scorebench.schema import validate_config
 
 # Toys (TOY_DATASETS): vectors with a closed-form score; an MLP by default, no FID reference. gmm_nd
 # may have any dimension, so the 2-D-only figures (score fields, the animation) ask `is_2d_toy`.
