@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from scorebench.errors import ScorebenchError
 from scorebench.layout import MEMBERS, cell_of_path
+from scorebench.readers import read_table
 from scorebench.results import KEY_COLUMNS, write_table, write_text
 
 if TYPE_CHECKING:  # pandas is imported lazily inside the functions
@@ -38,10 +39,7 @@ def read_tables(paths) -> pd.DataFrame:
 
     frames = []
     for p in paths:
-        try:
-            frames.append(pd.read_parquet(p))
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is named, not traced
-            raise ScorebenchError(f"table {p} is unreadable ({type(exc).__name__}: {exc})") from None
+        frames.append(read_table(p, "metrics table"))
     if not frames:
         raise ScorebenchError("aggregate: no input tables")
     df = pd.concat(frames, ignore_index=True, sort=False)

@@ -8,6 +8,7 @@ becomes one line on stderr and exit code 2; anything else is a bug and keeps its
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -189,6 +190,12 @@ def main(argv=None) -> int:
         args.func(args)
     except ScorebenchError as exc:
         print(f"scorebench {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"scorebench {args.verb}: error: no space left on device writing {exc.filename or 'a file'}; "
+              "free some space and run snakemake again", file=sys.stderr)  # fmt: skip
         return 2
     except KeyboardInterrupt:
         print(f"scorebench {args.verb}: interrupted", file=sys.stderr)

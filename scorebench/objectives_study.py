@@ -43,7 +43,7 @@ FIGURE_PANELS = ("score_error", "mmd_rbf", "sliced_wasserstein", "fid", "sec_per
 
 def data_dims(df) -> dict:
     """{dataset: D} from the table's dataset columns, by the same rule the config check uses."""
-    from scorebench.study import dataset_dim
+    from scorebench.data.registry import dataset_dim
 
     out = {}
     for ds, rows in df.groupby("dataset"):
@@ -53,7 +53,7 @@ def data_dims(df) -> dict:
             v = r.get(f"dataset_options_{key}")
             if v is not None and not (isinstance(v, float) and math.isnan(v)):
                 options[key] = int(v)
-        dim = dataset_dim({"kind": r.get("dataset_kind", ""), "options": options})
+        dim = dataset_dim(r.get("dataset_kind", ""), options)
         if dim is not None:
             out[ds] = dim
     return out

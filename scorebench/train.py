@@ -48,6 +48,7 @@ from scorebench.device import (
 )
 from scorebench.errors import Preempted, ScorebenchError
 from scorebench.optim import make_adam, set_implementation
+from scorebench.schema import block_defaults
 from scorebench.signals import StopOnSignal
 
 logger = logging.getLogger("scorebench")
@@ -66,10 +67,16 @@ TRAJECTORY_FIELDS = ("batch_size", "lr", "beta1", "ema_decay", "grad_clip", "see
 
 FAST_SWITCHES = ("compile", "channels_last", "fused_adam", "data_on_device")
 
+# The schema's study-wide `training` defaults: a config and a direct caller get the same values.
+_DEFAULT = block_defaults("training")
+
 
 @dataclass
 class TrainSettings:
     """How to train (not what: model, loss, data and schedule are passed in as objects).
+
+    Defaults of the config's keys are the schema's (`training:` in config.schema.yaml); steps,
+    batch_size and lr are required here so a direct caller states its budget.
 
     Attributes:
         steps: optimiser steps in total (a resumed run continues up to this count).
@@ -94,20 +101,20 @@ class TrainSettings:
     steps: int
     batch_size: int
     lr: float
-    beta1: float = 0.9
-    ema_decay: float = 0.999
-    grad_clip: float | None = 1.0
-    checkpoint_every: int = 1000
-    log_every: int = 100
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "auto"
-    progress: bool = True
-    warmup: int = 0
-    compile: str = "auto"
-    channels_last: str = "auto"
-    fused_adam: str = "auto"
-    data_on_device: str = "auto"
+    beta1: float = _DEFAULT["beta1"]
+    ema_decay: float = _DEFAULT["ema_decay"]
+    grad_clip: float | None = _DEFAULT["grad_clip"]
+    checkpoint_every: int = _DEFAULT["checkpoint_every"]
+    log_every: int = _DEFAULT["log_every"]
+    seed: int = 0  # not a config key: the cell's seed
+    device: str = _DEFAULT["device"]
+    amp: str = _DEFAULT["amp"]
+    progress: bool = True  # not a config key: a terminal's progress bar
+    warmup: int = _DEFAULT["warmup"]
+    compile: str = _DEFAULT["compile"]
+    channels_last: str = _DEFAULT["channels_last"]
+    fused_adam: str = _DEFAULT["fused_adam"]
+    data_on_device: str = _DEFAULT["data_on_device"]
 
     def __post_init__(self):
         def need(ok: bool, field: str, valid: str) -> None:

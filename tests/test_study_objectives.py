@@ -15,7 +15,8 @@ from scorebench.jobs.train import train_job
 from scorebench.data import load_dataset
 from scorebench.errors import ScorebenchError
 from scorebench.objectives_study import ci95, loglog_slope, objective_numbers, objectives_figure, objectives_section
-from scorebench.study import KNOWN_DIMS, Cell, Study, validate_config
+from scorebench.data.registry import GMM_ND_DEFAULT_DIM
+from scorebench.study import Cell, Study, validate_config
 
 T975_2DF = 4.302652729911275  # Student-t 97.5 % quantile with 2 degrees of freedom (3 seeds)
 
@@ -63,7 +64,7 @@ def test_gmm_nd_samples_have_the_mixture_covariance(gen):
 
 
 def test_gmm_nd_default_dimension_is_the_study_default():
-    assert load_dataset("gmm_nd", n_train=4, n_test=4).dim == KNOWN_DIMS["gmm_nd"]
+    assert load_dataset("gmm_nd", n_train=4, n_test=4).dim == GMM_ND_DEFAULT_DIM
 
 
 @pytest.mark.parametrize(

@@ -4,9 +4,9 @@ and summary a study's `figures:` block asks for."""
 from __future__ import annotations
 
 from scorebench.components import Components
-from scorebench.errors import ScorebenchError
+from scorebench.readers import read_table
 from scorebench.results import write_text
-from scorebench.study import MIXTURE_KINDS, TOY_KINDS
+from scorebench.data.registry import MIXTURE_DATASETS, TOY_DATASETS
 
 
 def aggregate_job(inputs, out, *, train_logs=(), tables_dir=None) -> None:
@@ -29,23 +29,18 @@ def study_figures_job(spec: dict, table, out_dir, *, fields=(), samples=(), summ
     Builds from the spec what the figures need to name things: the true weights and means of the
     Gaussian-mixture datasets, the σ list of each toy (dataset, schedule) and the annealed samplers.
     """
-    import pandas as pd
-
     from scorebench.study_figures import make_study_figures
     from scorebench.summary import study_summary
 
     settings = spec["figures"]
-    try:
-        df = pd.read_parquet(table)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is named, not traced
-        raise ScorebenchError(f"table {table} is unreadable ({type(exc).__name__}: {exc})") from None
+    df = read_table(table, "study table")
     mixtures, sigmas = {}, {}
     for name, ds_spec in spec["datasets"].items():
-        if ds_spec["kind"] not in TOY_KINDS:
+        if ds_spec["kind"] not in TOY_DATASETS:
             continue
         dataset = Components({"dataset": ds_spec}).dataset
         dist = dataset.distribution
-        if ds_spec["kind"] in MIXTURE_KINDS:
+        if ds_spec["kind"] in MIXTURE_DATASETS:
             mixtures[name] = {"means": dist.means.tolist(), "stds": dist.stds.tolist(), "weights": dist.weights.tolist()}
         for sch_name, sch in spec["schedules"].items():
             sigmas[(name, sch_name)] = Components({"schedule": sch}, dataset=dataset).schedule.sigmas.tolist()
