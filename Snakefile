@@ -4,7 +4,7 @@
 
 # The conda environment every rule names (environment.yml, for --sdm conda) installs scorebench
 # from this checkout: pip reads the folder from this variable, wherever Snakemake builds the env.
-os.environ["SCOREBENCH_ROOT"] = workflow.basedir
+os.environ.update(SCOREBENCH_ROOT=workflow.basedir)
 
 
 # A study given with --configfile replaces the default one: Snakemake would otherwise merge the two
