@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 VARIANTS = ("lean_fused", "torch_fused", "lean_foreach", "torch_foreach")
+DYNAMO = "bench: torch._dynamo imported: "  # the child's last stderr line starts with this
 
 
 def adam_factory(variant: str):
@@ -59,9 +60,6 @@ def job(variant: str, argv: list[str]) -> None:
 
     sys.argv = ["scorebench", *argv]
     run()
-
-
-DYNAMO = "bench: torch._dynamo imported: "
 
 
 def toy_spec(steps: int) -> dict:
