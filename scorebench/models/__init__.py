@@ -14,6 +14,7 @@ from scorebench.data.mixture import IsotropicGaussianMixture
 from scorebench.errors import ScorebenchError
 from scorebench.models.mlp import ACTIVATIONS, ScoreMLP
 from scorebench.models.ncsn import ScoreNCSN, check_sigmas
+from scorebench.models.norms import CHANNEL_VARS
 from scorebench.models.oracle import OracleScore
 from scorebench.models.unet import ScoreUNet
 
@@ -40,6 +41,10 @@ def _check_value(arch: str, key: str, value, default):
     if key == "activation":
         if value not in ACTIVATIONS:
             raise ScorebenchError(f"{where}: unknown {value!r}; choose one of {sorted(ACTIVATIONS)} (smooth only)")
+        return value
+    if key == "channel_var":
+        if value not in CHANNEL_VARS:
+            raise ScorebenchError(f"{where}: unknown {value!r}; choose one of {list(CHANNEL_VARS)}")
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -149,6 +154,9 @@ def model_from_config(config: dict, *, distribution: IsotropicGaussianMixture | 
     shape = cfg.pop("shape")
     preset = cfg.pop("preset", "tiny")
     sigmas = cfg.pop("sigmas", None)  # only index-conditioned archs (ncsn) record their σ list
+    # a config written before a hyper-parameter existed meant the behaviour of that time, not today's default
+    for key, value in getattr(MODELS.get(arch), "LEGACY_DEFAULTS", {}).items():
+        cfg.setdefault(key, value)
     return build_model(arch, shape=shape, sigmas=sigmas, preset=preset, **cfg)
 
 
