@@ -14,13 +14,14 @@ from scorebench.data.mixture import IsotropicGaussianMixture
 from scorebench.errors import ScorebenchError
 from scorebench.models.mlp import ACTIVATIONS, ScoreMLP
 from scorebench.models.ncsn import ScoreNCSN, check_sigmas
+from scorebench.models.ncsnv2 import ScoreNCSNv2
 from scorebench.models.norms import CHANNEL_VARS
 from scorebench.models.oracle import OracleScore
 from scorebench.models.unet import ScoreUNet
 
 # Each entry is a class with a PRESETS table and a check_shape(shape) -> reason-or-None; a class with
 # NEEDS_SIGMAS = True conditions on the σ level index, so it is built for (and records) one σ list.
-MODELS = {"mlp": ScoreMLP, "ncsn": ScoreNCSN, "unet": ScoreUNet}
+MODELS = {"mlp": ScoreMLP, "ncsn": ScoreNCSN, "ncsnv2": ScoreNCSNv2, "unet": ScoreUNet}
 
 def _check_shape(arch: str, shape) -> tuple[int, ...]:
     try:
@@ -82,13 +83,13 @@ def build_model(
 
     Args:
         arch: a key of MODELS ("mlp" for vectors, any shape flattened; "unet" for (C, H, W);
-            "ncsn" for (C, H, W), NCSN's RefineNet).
+            "ncsn" for (C, H, W), NCSN's RefineNet; "ncsnv2" for (C, H, W), NCSNv2's).
         shape: per-sample data shape, e.g. (2,) or (1, 28, 28).
         sigmas: the schedule's σ list; checked against `scale_by_sigma` (σ = 0 refused). None skips
             the check (rebuilding an mlp or unet from a checkpoint): their σ embedding never depends
             on it. ncsn needs it (one conditioning row per level) and keeps it in `.config`.
         preset: a key of the arch's PRESETS (mlp: tiny/small/medium; unet: tiny/small/base;
-            ncsn: tiny/mnist/cifar10/celeba).
+            ncsn: tiny/mnist/cifar10/celeba; ncsnv2: tiny/cifar10/celeba/church/ffhq).
         generator: draws the initial weights (built under a forked CPU RNG seeded from it, so the
             global RNG is untouched). Pass one seeded from the cell's seed; None draws the seed from
             the global RNG (as torch's layers do), so only `torch.manual_seed` makes it repeatable.
@@ -170,6 +171,7 @@ __all__ = [
     "OracleScore",
     "ScoreMLP",
     "ScoreNCSN",
+    "ScoreNCSNv2",
     "ScoreUNet",
     "build_model",
     "build_oracle",
