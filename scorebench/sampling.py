@@ -473,12 +473,13 @@ def initial_samples(
 
 def chain_starts(dataset, n: int, *, kind: str, sigma_max: float, generator, device) -> torch.Tensor:
     """Where a sample job's chains start: N(0, σ_1²) for pc (the VE SDE prior); else uniform over
-    [0, 1] for images (NCSN) and over the training data's bounding box (+20 % margin) for toys."""
+    [0, 1] for images (NCSN; mapped into the data set's model space when it is rescaled or
+    logit-transformed) and over the training data's bounding box (+20 % margin) for toys."""
     if kind == "pc" and sigma_max > 0:
         return initial_samples(dataset.shape, n, "gaussian", sigma=sigma_max, generator=generator, device=device)
     u = initial_samples(dataset.shape, n, "uniform", generator=generator, device=device)
-    if dataset.kind == "image":
-        return u
+    if dataset.kind == "image":  # U[0, 1] images, in the data set's model space (data/transforms.py)
+        return dataset.to_model(u) if hasattr(dataset, "to_model") else u
     lo = dataset.train.min(0).values.to(device)
     hi = dataset.train.max(0).values.to(device)
     pad = 0.2 * (hi - lo)

@@ -66,10 +66,11 @@ def sample_job(spec: dict, model_path, out_path) -> dict:
             score_fn, x0, sigmas, n_steps=sampler["n_steps"], step_size=eps, generator=g,
             snapshot_every=every if k == 0 else 0, denoise=sampler["denoise"], cuda_graphs=cuda_graphs, **opts,
         )  # fmt: skip
-        samples = out.samples.float().cpu().numpy()  # the chunk's one wait for the device
+        # images back in [0, 1] where the model space is rescaled or logit (data/transforms.py)
+        samples = dataset.to_unit(out.samples).float().cpu().numpy()  # the chunk's one wait for the device
         extra = {}
         if out.snapshots:
-            extra["snapshots"] = np.stack([s[2][:SNAPSHOT_CHAINS].float().numpy() for s in out.snapshots])
+            extra["snapshots"] = np.stack([dataset.to_unit(s[2][:SNAPSHOT_CHAINS]).float().numpy() for s in out.snapshots])
             extra["snapshot_level"] = np.array([s[0] for s in out.snapshots])
             extra["snapshot_step"] = np.array([s[1] for s in out.snapshots])
         return samples, {"nfe": out.nfe, "graphed": out.graphed}, extra
@@ -84,6 +85,7 @@ def sample_job(spec: dict, model_path, out_path) -> dict:
         "chunk_size": size, "n_chunks": drawn["n_chunks"], "resumed_chunks": drawn["resumed_chunks"],
         "samples_per_s": n / max(wall, 1e-9), "amp": amp, "channels_last": channels_last,
         "cuda_graphs": cuda_graphs, "cuda_graphs_used": any(info["graphed"] for info in infos),
+        "model_space": dataset.transform.space if dataset.transform is not None else "data",
     }  # fmt: skip
     write_npz(out_path, samples=samples, meta=np.array(json.dumps(meta)), **drawn["snapshots"])
     shutil.rmtree(chunk_dir, ignore_errors=True)
