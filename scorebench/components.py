@@ -44,7 +44,7 @@ class Components:
             sch["data"] = self.dataset.train
             sampler = self.spec.get("sampler") or {}
             sch["steps_per_level"] = sampler.get("n_steps", 100) or 1
-            sch["step_convention"] = sampler.get("step_convention", "algorithm1")  # the samplers' form before the option
+            sch["step_convention"] = sampler.get("step_convention", "code")  # the ncsnv2 rule's ε is for this form
         return make_schedule(kind, **sch)
 
     @property

@@ -122,7 +122,7 @@ def make_schedule(
     sigmas=None,
     data: torch.Tensor | None = None,
     steps_per_level: int = 100,
-    step_convention: str = "algorithm1",
+    step_convention: str = "code",
 ) -> Schedule:
     """Build a schedule from its registry name and parameters.
 

@@ -71,12 +71,12 @@ def measured_ratio(eps, gamma, T, sigma, convention, gen, n=64, shape=(3, 32, 32
     return float(v), x0.numel()
 
 
-@pytest.mark.parametrize("convention", ["algorithm1"])
+@pytest.mark.parametrize("convention", ["code", "algorithm1"])
 def test_measured_variance_ratio_matches_the_rule_for_the_convention_in_effect(convention, gen):
     """Monte Carlo over 64 × 3072 coordinates: standard error of the variance ratio √(2/n)·ratio ≈ 0.34 %."""
     sigma, T = 0.01, 5
     gamma = geometric_gamma(50, sigma, 232)
-    kwargs = {} if convention == "algorithm1" else {"step_convention": convention}  # the sampler's form until then
+    kwargs = {"step_convention": convention}
     other = "code" if convention == "algorithm1" else "algorithm1"
     rule = ncsnv2_step_size(sigma, gamma, T, convention)
     for eps in (rule, 0.2 * sigma**2 * (2 if convention == "algorithm1" else 1)):
