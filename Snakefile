@@ -2,6 +2,11 @@
 # evaluated and aggregated into results/{study}/. Run `snakemake --cores all` for the default
 # study in config/config.yaml, or `snakemake --cores all --configfile config/studies/NAME.yaml`.
 
+# The conda environment every rule names (environment.yml, for --sdm conda) installs scorebench
+# from this checkout: pip reads the folder from this variable, wherever Snakemake builds the env.
+os.environ.update(SCOREBENCH_ROOT=workflow.basedir)
+
+
 # A study given with --configfile replaces the default one: Snakemake would otherwise merge the two
 # (nested dicts are updated key by key), adding the default study's presets to every other study.
 # The default file is read by scorebench first, so a YAML mistake in it is one line naming its
@@ -35,6 +40,15 @@ include: "workflow/rules/sample.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/studies.smk"
+
+
+check_site()
+
+
+# A failed job's one-line error is in its log file; Snakemake's error block names the file but
+# prints the job's whole command instead. At the end of a failed run, print each failed job's line.
+onerror:
+    print_job_errors(log)
 
 
 rule all:

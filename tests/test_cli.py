@@ -1,8 +1,12 @@
 """The command line: each verb runs a real job, and bad input ends in one line on stderr, exit 2."""
 
 import json
+import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -75,16 +79,36 @@ def test_bad_spec_and_config_errors(tmp_path, specs):
 
 
 def test_changed_spec_discards_the_old_checkpoint_but_a_kill_resumes(tmp_path, specs):
-    """A checkpoint resumes only under the spec that made it (a preset edit retrains from step 0)."""
-    train = specs[0]
+    """A checkpoint resumes only under the spec that made it (a preset edit retrains from step 0).
+    Checkpoints are what stopped jobs leave (a finished job removes its own): each run here is
+    stopped by SIGTERM once its first periodic checkpoint is written."""
+    train = dict(specs[0], training={**specs[0]["training"], "steps": 10**7})
     out = tmp_path / "cell"
-    half = dict(train, training={**train["training"], "steps": 10})
-    assert run("train", "--spec", spec_json(half), "--out-dir", str(out)).returncode == 0
+    assert "checkpointed at step" in stopped(train, out)
     # an edited preset: the old checkpoint belongs to another experiment and is discarded
     edited = dict(train, schedule={**train["schedule"], "sigma_min": 0.4})
-    r = run("train", "--spec", spec_json(edited), "--out-dir", str(out))
-    assert r.returncode == 0, r.stderr
-    assert "discarding" in r.stderr and "resumed" not in r.stderr
+    err = stopped(edited, out)
+    assert "discarding" in err and "resumed" not in err, err
+    step = int(re.search(r"checkpointed at step (\d+)", err).group(1))
     # an unchanged spec resumes from the checkpoint it left
-    r = run("train", "--spec", spec_json(edited), "--out-dir", str(out))
-    assert r.returncode == 0 and "resumed from step 20" in r.stderr, r.stderr
+    err = stopped(edited, out)
+    assert f"resumed from step {step}" in err and "discarding" not in err, err
+
+
+def stopped(spec, out) -> str:
+    """Run `scorebench train` until it writes a new checkpoint, then SIGTERM it (as scancel does); its stderr."""
+    ckpt = out / "checkpoint.pt"
+    before = ckpt.stat().st_mtime_ns if ckpt.exists() else None
+    proc = subprocess.Popen([sys.executable, "-m", "scorebench", "train", "--spec", spec_json(spec), "--out-dir", str(out)],
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while not ckpt.exists() or ckpt.stat().st_mtime_ns == before:
+        assert proc.poll() is None and time.monotonic() < deadline, "".join(lines)
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 2
+    reader.join(timeout=30)
+    return "".join(lines)

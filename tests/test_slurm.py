@@ -1,15 +1,23 @@
-"""The shipped SLURM profile (slurm/config.yaml), for real: `snakemake --profile slurm` from the
-repository root against a single-node SLURM brought up on localhost (tests/slurm_cluster.py).
+"""SLURM as a cluster user meets it: the site profile template (profiles/slurm) filled in and passed
+by path, the workflow profile (profiles/default) added by Snakemake itself.
 
-- Dry run (no SLURM needed): `--profile slurm` resolves the shipped profile from the repository root
-  and every training, sampling and evaluation job asks for one GPU; the summary jobs ask for none.
-- A tiny study goes through sbatch (job ids in Snakemake's log match the controller's records, each
-  per-cell SLURM job asked for a GPU) and its table equals a local run's value for value: same
-  seeds, CPU, one thread, so only wall times and the host may differ.
-- A training job cancelled mid-run (scancel: SIGTERM) writes its checkpoint, Snakemake's retry
-  resumes it from that step, the study completes, and a rerun has nothing to do.
+Without SLURM (dry runs):
+- The template as shipped is refused once, in one line naming the key to set; a filled copy in the
+  user's config folder is what `--profile slurm` finds from the repository root.
+- For the default and every `_cluster` study, no SLURM job (group jobs included, computed as for a
+  cluster run) asks more CPUs than this machine has, and no group asks more than 3 hours.
 
-The cluster needs root and Debian's slurm-wlm; without them the SLURM tests skip with the reason.
+On a real single-node SLURM (tests/slurm_cluster.py), twice: without accounting, and with slurmdbd
+and MariaDB as most sites run it (then `sacct` works and reports a cancelled job as "CANCELLED by
+<uid>", which the executor plugin's sacct path does not recognise; the profile's squeue path does):
+- A tiny study goes through sbatch with the requests the rules make, and its table equals a local
+  run's value for value.
+- A training job cancelled mid-run (scancel) is resubmitted by Snakemake without user action and
+  resumes from its checkpoint ("resumed from step N"); a rerun has nothing to do.
+- A rule asking more CPUs than the node has is refused before any job, naming the rule.
+
+The cluster needs root and Debian's slurm-wlm (and slurmdbd and mariadb-server); without them the
+SLURM tests skip with the reason.
 """
 
 from __future__ import annotations
@@ -29,9 +37,12 @@ import yaml
 from slurm_cluster import SlurmCluster, SlurmUnavailable, ensure_installed
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILE = ROOT / "slurm" / "config.yaml"
-GPU_RULES = {"train", "sample", "evaluate", "score_error", "reference_stats", "evaluate_pack", "train_pack"}
-CPU_RULES = {"aggregate", "figures"}
+TEMPLATE = ROOT / "profiles" / "slurm" / "config.yaml"
+WORKFLOW_PROFILE = ROOT / "profiles" / "default" / "config.yaml"
+GPU_RULES = {"train", "sample", "evaluate", "score_error", "score_field", "reference_stats", "evaluate_pack",
+             "train_pack"}  # fmt: skip
+NODE_CPUS = os.cpu_count() or 1  # the test cluster's node is this machine
+GROUP_LIMIT_MIN = 180  # the longest chain of a group: training (120) then score error (60)
 # provenance that legitimately differs between two runs of the same study
 RUN_COLUMNS = re.compile(r"wall|host|git_commit|^time")
 
@@ -43,6 +54,16 @@ def snakemake_cmd(*args) -> list[str]:
 def local_env() -> dict:
     """The caller's environment minus a profile chosen through the environment."""
     return {k: v for k, v in os.environ.items() if k != "SNAKEMAKE_PROFILE"}
+
+
+def site_profile(folder: Path, account: str = "scorebench", partition: str = "sbtest") -> Path:
+    """A user's copy of the site profile template with account and partition filled in."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = TEMPLATE.read_text()
+    text = text.replace("slurm_account: EDIT_ME", f"slurm_account: {account}")
+    text = text.replace("slurm_partition: EDIT_ME", f"slurm_partition: {partition}")
+    (folder / "config.yaml").write_text(text)
+    return folder
 
 
 def tiny_study(name: str, objectives=("ssm", "dsm"), **training) -> dict:
@@ -65,7 +86,7 @@ def make_workdir(path: Path, cfg: dict) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# dry run: no SLURM needed
+# dry runs: no SLURM needed
 
 
 def parse_dry_run(text: str) -> list[dict]:
@@ -81,58 +102,95 @@ def parse_dry_run(text: str) -> list[dict]:
     return jobs
 
 
-def test_profile_resolves_from_repo_root_and_lists_gpu_requests():
-    """`snakemake --profile slurm -n` as a user types it, in the repository root."""
-    env = local_env()
+def test_the_template_is_refused_once_until_filled_in():
+    out = subprocess.run(snakemake_cmd("--profile", "profiles/slurm", "-n", "--forceall", "--nolock"), cwd=ROOT,
+                         env=local_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode != 0
+    errors = [line for line in (out.stdout + out.stderr).splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, errors
+    assert "default-resources: slurm_account is still the site profile template's placeholder EDIT_ME" in errors[0]
+    assert "Job stats" not in out.stdout + out.stderr  # stopped before any job was planned
+
+
+def test_profile_slurm_finds_the_users_copy_from_the_repository_root(tmp_path):
+    """`--profile slurm` from the repository root: nothing in the repository shadows the user's
+    site profile (~/.config/snakemake/slurm, here under XDG_CONFIG_HOME), and the workflow profile
+    joins it by itself."""
+    site_profile(tmp_path / "config" / "snakemake" / "slurm", account="acct_x", partition="part_y")
+    env = dict(local_env(), XDG_CONFIG_HOME=str(tmp_path / "config"))
     out = subprocess.run(snakemake_cmd("--profile", "slurm", "-n", "--forceall", "--nolock"), cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     text = out.stdout + out.stderr
-    assert "Using profile slurm" in text
-    jobs = parse_dry_run(text)
-    rules = {j["rule"] for j in jobs}
-    assert {"train", "sample", "evaluate", "score_error", "aggregate", "figures"} <= rules
-    profile = yaml.safe_load(PROFILE.read_text())
+    assert "Using profiles slurm and workflow specific profile profiles/default" in text
+    jobs = [j for j in parse_dry_run(text) if j["rule"] != "all"]
+    assert jobs
     for job in jobs:
         res = job["resources"]
-        if job["rule"] in GPU_RULES:
-            assert res.get("gpu") == "1", job
-            assert "gpu_model" in res, job
-        elif job["rule"] in CPU_RULES:
-            assert "gpu" not in res, job
-        if job["rule"] != "all":
-            assert res["slurm_partition"] == profile["default-resources"]["slurm_partition"], job
-            assert res["slurm_account"] == profile["default-resources"]["slurm_account"], job
-            assert int(res["runtime"]) > 0 and int(res["mem_mb"]) > 0, job
-            assert "--signal=TERM@" in res["slurm_extra"], job
-    # the per-cell jobs travel as one group; the two summary rules as another
-    assert {j["group"] for j in jobs if j["rule"] in {"train", "sample", "evaluate", "score_error"}} == {"cell"}
-    assert {j["group"] for j in jobs if j["rule"] in CPU_RULES} == {"summary"}
+        assert res["slurm_account"] == "acct_x" and res["slurm_partition"] == "part_y", job
+        assert res["slurm_extra"] == "--signal=TERM@120", job
+        assert (res.get("gpu") == "1" and "gpu_model" in res) == (job["rule"] in GPU_RULES), job
+    assert {j["group"] for j in jobs if j["rule"] in {"train", "score_error"}} == {"cell"}
+    assert {j["group"] for j in jobs if j["rule"] in {"sample", "evaluate"}} == {"draw"}
+    assert {j["group"] for j in jobs if j["rule"] in {"aggregate", "figures"}} == {"summary"}
+
+
+STUDIES = ["config/config.yaml", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "config" / "studies").glob("*_cluster.yaml"))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_request_fits_the_node_and_groups_stay_short(study, tmp_path):
+    """What each SLURM job of a study asks for (groups computed as Snakemake does for a cluster run,
+    tests/slurm_requests.py): at most this machine's CPUs, a group's time at most 3 hours."""
+    profile = site_profile(tmp_path / "site")
+    out = subprocess.run([sys.executable, str(ROOT / "tests" / "slurm_requests.py"), "--json", "--profile", str(profile),
+                          "--configfile", study], cwd=ROOT, env=local_env(), capture_output=True, text=True,
+                         timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = json.loads(out.stdout.splitlines()[-1])
+    assert jobs
+    for job in jobs:
+        assert 1 <= job["cpus"] <= NODE_CPUS, job
+        assert job["mem_mb"] <= 16000 and job["runtime"] <= 240, job
+        if job["name"].startswith("group "):
+            assert job["runtime"] <= GROUP_LIMIT_MIN, job
+            assert job["gpu"] <= 1, job  # the jobs of a group take turns on one GPU
+        elif job["name"] in GPU_RULES:
+            assert job["gpu"] == 1 and job["gpu_model"] == "", job
 
 
 def test_every_profile_entry_is_commented():
-    """Each entry of the profile and of its default resources has a comment line right above it."""
-    lines = PROFILE.read_text().splitlines()
-    entries = [i for i, line in enumerate(lines) if re.match(r"[a-z][\w-]*:", line)]
-    block = entries.index(lines.index("default-resources:"))
-    end = entries[block + 1]
-    entries += [i for i in range(lines.index("default-resources:"), end) if re.match(r"  \w+:", lines[i])]
-    assert len(entries) >= 15
-    for i in entries:
-        assert lines[i - 1].lstrip().startswith("#"), f"slurm/config.yaml line {i + 1} ({lines[i]!r}) has no comment"
+    """Each top-level entry of both profiles, and each default resource, has a comment line above it."""
+    for path in (TEMPLATE, WORKFLOW_PROFILE):
+        lines = path.read_text().splitlines()
+        entries = [i for i, line in enumerate(lines) if re.match(r"[a-z][\w-]*:", line)]
+        if "default-resources:" in lines:
+            start = lines.index("default-resources:")
+            entries += [i for i in range(start + 1, len(lines)) if re.match(r"  \w+:", lines[i])][:2]
+        assert len(entries) >= 5, path
+        for i in entries:
+            assert lines[i - 1].lstrip().startswith("#"), f"{path} line {i + 1} ({lines[i]!r}) has no comment"
+
+
+def test_the_profiles_share_no_key():
+    """For a key in both, Snakemake takes the workflow profile's value whole: the site's would be lost."""
+    site, workflow = yaml.safe_load(TEMPLATE.read_text()), yaml.safe_load(WORKFLOW_PROFILE.read_text())
+    assert not set(site) & set(workflow)
 
 
 # ---------------------------------------------------------------------------------------------
-# a real cluster
+# a real cluster, without and with accounting
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+@pytest.fixture(scope="module", params=[False, True], ids=["no_accounting", "accounting"])
+def cluster(request, tmp_path_factory):
+    accounting = request.param
     try:
-        ensure_installed()
+        ensure_installed(accounting=accounting)
     except SlurmUnavailable as exc:
         pytest.skip(f"no single-node SLURM on this machine: {exc}")
-    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"), accounting=accounting)
     try:
         cluster.start()
     except SlurmUnavailable as exc:
@@ -141,23 +199,16 @@ def cluster(tmp_path_factory):
     except Exception:
         cluster.stop()
         raise
+    cluster.profile = site_profile(tmp_path_factory.mktemp("site"), account=cluster.account, partition=cluster.partition)
     yield cluster
     cluster.stop()
 
 
 def slurm_run(cluster: SlurmCluster, workdir: Path, *extra, background=False):
-    """`snakemake --profile slurm` from the repository root, aimed at the test cluster.
-
-    The profile's default resources are passed on with partition and account replaced (a command-line
-    option replaces the profile's whole entry). Without slurmdbd there is no sacct, so the executor
-    polls squeue; short status intervals keep the test quick.
-    """
-    profile = yaml.safe_load(PROFILE.read_text())
-    defaults = dict(profile["default-resources"], slurm_partition=cluster.partition, slurm_account="scorebench")
+    """`snakemake --profile SITE_COPY` from the repository root, as a user runs it; short status
+    intervals keep the test quick."""
     cmd = snakemake_cmd(
-        "--profile", "slurm", "--directory", str(workdir),
-        "--default-resources", *[f"{k}={v}" for k, v in defaults.items()],
-        "--slurm-status-command", "squeue",
+        "--profile", str(cluster.profile), "--directory", str(workdir),
         "--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2",
         *extra,
     )  # fmt: skip
@@ -187,43 +238,68 @@ def read_table(workdir: Path, study: str):
 
 
 @pytest.fixture(scope="module")
-def study_runs(cluster, tmp_path_factory):
-    """The same tiny study run through SLURM and, meanwhile, locally without a profile."""
-    cfg = tiny_study("slurm")
-    on_slurm = make_workdir(tmp_path_factory.mktemp("on_slurm"), cfg)
-    local = make_workdir(tmp_path_factory.mktemp("local"), cfg)
-    # niced: it fills the executor's polling pauses instead of slowing the SLURM jobs down
-    local_cmd = snakemake_cmd("-s", str(ROOT / "Snakefile"), "--directory", str(local), "--cores", "2")
-    local_proc = subprocess.Popen(["nice", "-n", "19", *local_cmd], cwd=ROOT, env=local_env(), text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+def local_run(tmp_path_factory):
+    """The tiny study run locally without a site profile, started in the background (niced: it
+    fills the executor's polling pauses instead of slowing the SLURM jobs down)."""
+    local = make_workdir(tmp_path_factory.mktemp("local"), tiny_study("slurm"))
+    cmd = snakemake_cmd("-s", str(ROOT / "Snakefile"), "--directory", str(local), "--cores", "2")
+    proc = subprocess.Popen(["nice", "-n", "19", *cmd], cwd=ROOT, env=local_env(), text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+
+    def result() -> Path:
+        out, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, (out or "")[-4000:]
+        return local
+
+    return result
+
+
+@pytest.fixture(scope="module")
+def study_runs(cluster, local_run, tmp_path_factory):
+    """The tiny study through SLURM, and the local run to compare it with."""
+    on_slurm = make_workdir(tmp_path_factory.mktemp("on_slurm"), tiny_study("slurm"))
+    t0 = time.monotonic()
     run = slurm_run(cluster, on_slurm)
-    local_out, _ = local_proc.communicate(timeout=600)
+    wall = time.monotonic() - t0
     assert run.returncode == 0, explain(run.stdout, on_slurm, cluster)
-    assert local_proc.returncode == 0, local_out[-4000:]
-    return {"slurm": on_slurm, "local": local, "out": run.stdout}
+    print(f"\n[{'accounting' if cluster.accounting else 'no accounting'}] tiny study through SLURM: {wall:.0f} s")
+    return {"slurm": on_slurm, "local": local_run(), "out": run.stdout}
+
+
+def minutes(limit: str) -> float:
+    """SLURM's TimeLimit (D-HH:MM:SS, HH:MM:SS or MM:SS) in minutes."""
+    days, _, rest = limit.rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    return int(days or 0) * 1440 + parts[0] * 60 + parts[1] + parts[2] / 60
 
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_jobs_go_through_sbatch_with_gpu_requests(cluster, study_runs):
+def test_jobs_go_through_sbatch_with_their_requests(cluster, study_runs):
     ids = submitted_ids(study_runs["out"])
     assert ids, "Snakemake's log names no SLURM job id"
     known = cluster.jobs()
     assert set(ids) <= set(known), (ids, sorted(known))
+    kinds = set()
     for job_id in ids:
         job = known[job_id]
+        # the plugin's comment: rule_{rule}_wildcards_... for a job, rule_{group}_{rules} for a group job
+        kind = next(k for k in ("cell", "evaluate_pack", "summary", "") if job["Comment"].startswith(f"rule_{k}"))
+        kinds.add(kind)
         assert job["JobState"] == "COMPLETED", job
-        assert job["Partition"] == cluster.partition, job
-        # the per-cell group (training, and sampling and evaluation of image cells), and the toy
-        # cells' evaluation groups
-        if job["Comment"].startswith(("rule_cell", "rule_evaluate_pack")):
+        assert job["Partition"] == cluster.partition and job["Account"] == cluster.account, job
+        assert 1 <= int(job["NumCPUs"]) <= NODE_CPUS, job
+        assert "--signal" not in job.get("Command", "")  # (the signal is an sbatch option, not part of the script)
+        if kind in ("cell", "evaluate_pack"):  # training, and the toy cells' evaluation groups
             assert "gpu:1" in job.get("TresPerJob", ""), job
-            assert job["TimeLimit"] != "UNLIMITED", job
+            assert minutes(job["TimeLimit"]) <= (GROUP_LIMIT_MIN if kind == "cell" else 240), job
         else:
-            assert job["Comment"].startswith("rule_summary"), job
+            assert kind == "summary", job
             assert "gpu" not in job.get("TresPerJob", "") + job.get("TRES", ""), job
-    assert any(known[i]["Comment"].startswith("rule_summary") for i in ids)
-    assert any(known[i]["Comment"].startswith("rule_evaluate_pack") for i in ids)
+            assert minutes(job["TimeLimit"]) <= 60, job
+    assert kinds == {"cell", "evaluate_pack", "summary"}
     assert (study_runs["slurm"] / "results" / "slurm" / "metrics.parquet").exists()
 
 
@@ -240,7 +316,7 @@ def test_slurm_table_equals_local_table(study_runs):
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_cancelled_training_resumes_from_its_checkpoint(cluster, tmp_path):
+def test_cancelled_training_is_resubmitted_and_resumes(cluster, tmp_path):
     steps = 6000  # a few seconds of training; the only periodic checkpoint is the last step
     cfg = tiny_study("resume", objectives=("dsm",), steps=steps, checkpoint_every=steps, log_every=50)
     work = make_workdir(tmp_path / "resume", cfg)
@@ -251,17 +327,22 @@ def test_cancelled_training_resumes_from_its_checkpoint(cluster, tmp_path):
     output = []
     reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)
     reader.start()
-    cancelled = None
+    cancelled, cancelled_at = None, None
     deadline = time.monotonic() + 300
     while cancelled is None and time.monotonic() < deadline and proc.poll() is None:
         lines = (cell / "train_log.jsonl").read_text().splitlines() if (cell / "train_log.jsonl").exists() else []
         if len(lines) >= 4:  # training is under way: stop it the way a user or the scheduler would
             running = [i for i, j in cluster.jobs().items() if j["JobState"] == "RUNNING"]
             assert len(running) == 1, cluster.jobs()
-            cancelled = running[0]
+            cancelled, cancelled_at = running[0], time.monotonic()
             cluster.scancel(cancelled)
         time.sleep(0.2)
     assert cancelled is not None, "training never got under way:\n" + "".join(output)
+    resubmitted_after = None
+    while proc.poll() is None and resubmitted_after is None:
+        if [i for i in submitted_ids("".join(output)) if int(i) > int(cancelled)]:
+            resubmitted_after = time.monotonic() - cancelled_at
+        time.sleep(0.5)
     proc.wait(timeout=600)
     reader.join(timeout=10)
     out = "".join(output)
@@ -269,17 +350,34 @@ def test_cancelled_training_resumes_from_its_checkpoint(cluster, tmp_path):
 
     jobs = cluster.jobs()
     assert jobs[cancelled]["JobState"] == "CANCELLED", jobs[cancelled]
+    if cluster.accounting:  # what the plugin's default status command would have read, and never acted on
+        assert cluster.sacct_state(cancelled).startswith("CANCELLED by "), cluster.sacct_state(cancelled)
     later = [i for i in submitted_ids(out) if int(i) > int(cancelled) and jobs[i]["Comment"].startswith("rule_cell")]
     assert later and jobs[later[0]]["JobState"] == "COMPLETED", jobs  # Snakemake's retry, no user action
 
-    resumed = set(re.findall(r"resumed from step (\d+)", train_log.read_text(errors="replace")))
-    assert len(resumed) == 1, train_log.read_text(errors="replace")[:2000]
+    log_text = train_log.read_text(errors="replace")
+    resumed = set(re.findall(r"resumed from step (\d+)", log_text))
+    assert len(resumed) == 1, log_text[:2000]
     assert 0 < int(resumed.pop()) < steps  # only the signal handler writes a checkpoint before the last step
     records = [json.loads(line) for line in (cell / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(50, steps + 1, 50))  # the log carries on seamlessly
     assert (work / "results" / "resume" / "metrics.parquet").exists()
+    mode = "accounting" if cluster.accounting else "no accounting"
+    line = re.search(r"resumed from step \d+", log_text).group(0)
+    print(f"\n[{mode}] scancel of job {cancelled}: resubmitted after {resubmitted_after:.0f} s; log: {line}")
 
     again = slurm_run(cluster, work)  # a rerun redoes nothing
     assert again.returncode == 0, again.stdout[-3000:]
     assert "Nothing to be done" in again.stdout
     assert not submitted_ids(again.stdout)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_rule_asking_more_cpus_than_the_node_has_is_refused(cluster, tmp_path):
+    work = make_workdir(tmp_path / "big", tiny_study("big"))
+    out = slurm_run(cluster, work, "-n", "--set-threads", f"train={NODE_CPUS + 1}")
+    assert out.returncode != 0
+    (line,) = [ln for ln in out.stdout.splitlines() if ln.startswith("scorebench: error:")]
+    assert f"rule train asks {NODE_CPUS + 1} CPUs but the nodes of partition {cluster.partition} have {NODE_CPUS}" in line
+    assert f"--set-threads train={NODE_CPUS}" in line

@@ -1,12 +1,20 @@
-"""Training jobs: one cell into its folder, or the cells of a pack in one process into the pack's."""
+"""Training jobs: one cell into its folder, or the cells of a pack in one process into the pack's.
+
+Each job holds its folder's lock while it runs (scorebench.lock: a duplicate job for the same cell
+or pack stops at once), and once the model file is written it removes its resume files
+(checkpoint.pt and its spec stamp): a killed job keeps them and its rerun resumes, a finished one
+leaves only its outputs.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 from scorebench.clock import log_ready
 from scorebench.components import Components
+from scorebench.lock import exclusive
 from scorebench.seeds import derive_seed
 from scorebench.stamps import discard_foreign_checkpoint
 
@@ -15,12 +23,19 @@ log = logging.getLogger("scorebench")
 
 def train_job(spec: dict, out_dir) -> dict:
     """Train one cell (or write the oracle's marker) into out_dir/model.pt; resumes a killed run."""
+    out_dir = Path(out_dir)
+    with exclusive(out_dir, what=f"train {spec['cell']}"):
+        result = _train_cell(spec, out_dir)
+        if result["step"] > 0:
+            _settle_cell(out_dir)
+    return result
+
+
+def _train_cell(spec: dict, out_dir: Path) -> dict:
     from scorebench.checkpoint import save_atomic
     from scorebench.device import device_description
     from scorebench.train import train
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     c = Components(spec)
     log.info("cell %s: dataset %s %s, %d σ levels", spec["cell"], c.dataset.name, c.dataset.shape, c.schedule.levels)
     if c.is_oracle:
@@ -47,10 +62,20 @@ def train_pack_job(spec: dict, out_dir, resume_dir) -> dict:
     """Train the members of a pack (Study.pack_spec) in one process into out_dir/{member}/ (model.pt,
     train_log.jsonl each); the resume checkpoint lives in `resume_dir`, outside the job's output, so a
     killed job resumes from it."""
+    out_dir, resume_dir = Path(out_dir), Path(resume_dir)
+    with exclusive(resume_dir, what=f"train-pack {spec['pack']}"):
+        result = _train_pack(spec, out_dir, resume_dir)
+        _remove_resume_files(resume_dir)
+    try:
+        resume_dir.rmdir()  # empty once the lock is released
+    except OSError:
+        pass
+    return result
+
+
+def _train_pack(spec: dict, out_dir: Path, resume_dir: Path) -> dict:
     from scorebench.packed import PackMember, train_packed
 
-    out_dir, resume_dir = Path(out_dir), Path(resume_dir)
-    resume_dir.mkdir(parents=True, exist_ok=True)
     specs = spec["members"]
     first = Components(next(iter(specs.values())))
     members = []
@@ -64,3 +89,33 @@ def train_pack_job(spec: dict, out_dir, resume_dir) -> dict:
         members, first.loss, first.dataset.train, resume_dir / "checkpoint.pt",
         pack_name=spec["pack"], noise_seed=derive_seed(first.spec["seed"], spec["pack"], "noise"),
     )  # fmt: skip
+
+
+RESUME_FILES = ("checkpoint.pt", "checkpoint.spec")
+
+
+def _settle_cell(out_dir: Path) -> None:
+    """After model.pt is written: make train_log.jsonl the final checkpoint's history (the log lost
+    records if its file was deleted mid-run, e.g. by a rerun that submitted this cell again and was
+    refused by the lock), then remove the resume files."""
+    import torch
+
+    from scorebench.results import write_text
+
+    ckpt, log_path = out_dir / "checkpoint.pt", out_dir / "train_log.jsonl"
+    if ckpt.exists():
+        history = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("history")
+        if history is not None:
+            text = "".join(json.dumps(rec) + "\n" for rec in history)
+            current = log_path.read_text() if log_path.exists() else None
+            if current != text:
+                held = len(current.splitlines()) if current is not None else 0
+                log.warning("rewrote %s from the final checkpoint (%d records; the file held %d)", log_path,
+                            len(history), held)  # fmt: skip
+                write_text(log_path, text)
+    _remove_resume_files(out_dir)
+
+
+def _remove_resume_files(folder: Path) -> None:
+    for name in RESUME_FILES:
+        (folder / name).unlink(missing_ok=True)

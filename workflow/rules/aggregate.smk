@@ -14,8 +14,9 @@ rule aggregate:
         "../../environment.yml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=2000,
         runtime=30,
+        slurm_extra=SLURM_EXTRA,
     params:
         tables=metric_table_files,
         train_logs=train_log_files,
@@ -67,8 +68,9 @@ rule figures:
         "../../environment.yml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=2000,
         runtime=30,
+        slurm_extra=SLURM_EXTRA,
     params:
         samples=sample_files,
         out_dir=lambda wildcards, output: os.path.dirname(output.samples),

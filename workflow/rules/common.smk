@@ -12,6 +12,8 @@ import sys
 from scorebench import layout
 from scorebench.config_file import read_config
 from scorebench.errors import ScorebenchError
+from scorebench.failures import job_errors
+from scorebench.slurm_site import site_errors
 from scorebench.specs import spec_json
 from scorebench.study import Cell, Study, validate_config
 
@@ -23,6 +25,14 @@ except ScorebenchError as exc:
     sys.exit(f"scorebench: error: {exc}")
 
 R = f"{STUDY.results_dir}/{STUDY.name}"
+
+# Resources, in every rule: 1 thread (bench/threads.py: a second OpenMP thread made a packed job 9x
+# slower on a shared 2-core machine); memory from the measured peak RSS (0.3-0.85 GB per job on the
+# CPU study) plus a GPU job's CUDA context: 4000 MB for jobs on a GPU, 2000 MB for the summary jobs;
+# `runtime` in minutes is a per-job ceiling. SLURM sends SIGTERM 120 s before a job's time limit:
+# training and sampling then checkpoint and stop, and the resubmitted job resumes (retries in
+# profiles/default). Every rule asks the same, so that jobs of one group agree on it.
+SLURM_EXTRA = "--signal=TERM@120"
 CELL = f"{R}/{layout.CELL}"
 
 
@@ -252,3 +262,24 @@ def get_final_output():
         *[study_path(f"figures/{name}.png") for name in FIGURES],
         *paper,
     ]
+
+
+def check_site():
+    """Stop, in one line and before any job, on a SLURM site profile's leftover placeholder or on
+    more CPUs asked than the partition's nodes have (scorebench.slurm_site). In the main run only,
+    not in the jobs that parse this file again on the cluster."""
+    if str(workflow.exec_mode) != "default":
+        return
+    threads = {r.name: r.resources["_cores"].raw for r in workflow.rules}
+    error = site_errors(workflow.resource_settings, threads)
+    if error:
+        sys.exit(f"scorebench: error: {error}")
+
+
+def print_job_errors(snakemake_log):
+    """Each failed job's log and its last error line (scorebench.failures), on stderr."""
+    lines = job_errors(snakemake_log)
+    if lines:
+        print(
+            "Failed jobs (log: last error line):", *lines, sep="\n  ", file=sys.stderr
+        )

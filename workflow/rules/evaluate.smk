@@ -12,6 +12,7 @@ rule reference_stats:
         gpu=1,
         mem_mb=4000,
         runtime=60,
+        slurm_extra=SLURM_EXTRA,
     params:
         spec=get_reference_spec,
         out_dir=lambda wildcards, output: os.path.dirname(output.info),
@@ -36,6 +37,7 @@ rule evaluate:
         gpu=1,
         mem_mb=4000,
         runtime=60,
+        slurm_extra=SLURM_EXTRA,
     params:
         spec=get_evaluate_spec,
         reference=lambda wildcards, input: (
@@ -63,6 +65,7 @@ rule score_error:
         gpu=1,
         mem_mb=4000,
         runtime=60,
+        slurm_extra=SLURM_EXTRA,
     params:
         model=model_file,
         spec=get_score_error_spec,
@@ -90,6 +93,7 @@ rule evaluate_pack:
         gpu=1,
         mem_mb=4000,
         runtime=240,
+        slurm_extra=SLURM_EXTRA,
     params:
         spec=get_eval_pack_spec,
         models=eval_pack_model_files,

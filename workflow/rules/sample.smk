@@ -14,6 +14,7 @@ rule sample:
         gpu=1,
         mem_mb=4000,
         runtime=60,
+        slurm_extra=SLURM_EXTRA,
     params:
         model=model_file,
         spec=get_sample_spec,

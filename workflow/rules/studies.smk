@@ -15,8 +15,10 @@ rule score_field:
         "../../environment.yml"
     threads: 1
     resources:
+        gpu=1,
         mem_mb=4000,
         runtime=30,
+        slurm_extra=SLURM_EXTRA,
     params:
         model=model_file,
         spec=get_score_field_spec,
@@ -58,8 +60,9 @@ rule study_figures:
         "../../environment.yml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=2000,
         runtime=30,
+        slurm_extra=SLURM_EXTRA,
     params:
         samples=sample_files,
         spec=get_study_figures_spec,

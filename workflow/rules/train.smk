@@ -13,6 +13,7 @@ rule train:
         gpu=1,
         mem_mb=4000,
         runtime=120,
+        slurm_extra=SLURM_EXTRA,
     params:
         spec=get_train_spec,
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
@@ -31,11 +32,12 @@ rule train_pack:
         f"{R}/benchmarks/train_pack/{{dataset}}/{{objective}}.tsv"
     conda:
         "../../environment.yml"
-    threads: 4  # a pack's batched matmuls use several cores (capped at --cores locally)
+    threads: 1  # bench/threads.py: 1 thread 42 s, 2 threads 365 s on a loaded 2-core machine (busy: 84 vs 718 s)
     resources:
         gpu=1,
-        mem_mb=8000,
+        mem_mb=4000,
         runtime=240,
+        slurm_extra=SLURM_EXTRA,
     params:
         spec=get_pack_spec,
         resume_dir=pack_path("resume"),
