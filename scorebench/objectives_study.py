@@ -43,7 +43,7 @@ FIGURE_PANELS = ("score_error", "mmd_rbf", "sliced_wasserstein", "fid", "sec_per
 
 def data_dims(df) -> dict:
     """{dataset: D} from the table's dataset columns, by the same rule the config check uses."""
-    from scorebench.study import dataset_dim
+    from scorebench.dataset_kinds import dataset_dim
 
     out = {}
     for ds, rows in df.groupby("dataset"):

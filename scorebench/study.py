@@ -14,22 +14,13 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
+from scorebench.dataset_kinds import MIXTURE_KINDS, PLANAR_TOYS_TEXT, TOY_KINDS, dataset_dim, is_planar_toy
 from scorebench.errors import ScorebenchError
 from scorebench.layout import member_dir
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 
-# Data dimension of each registry dataset where it is known before loading (to refuse cells early).
-KNOWN_DIMS = {
-    "gmm_2mode": 2, "gmm_ring8": 2, "gmm_grid25": 2, "swiss_roll": 2, "moons": 2,
-    "digits": 64, "mnist": 784, "fashion_mnist": 784, "cifar10": 3072,
-    "gmm_nd": 2,  # its loader's default; `options: {dim: D}` sets it (dataset_dim)
-}  # fmt: skip
-# Toys: vectors with a closed-form score; an MLP by default, no FID reference. gmm_nd may have any
-# dimension, so the 2-D-only figures (score fields, the animation) ask `is_2d_toy`, not this list.
-TOY_KINDS = ("gmm_2mode", "gmm_ring8", "gmm_grid25", "swiss_roll", "moons", "gmm_nd")
 EXACT_MAX_DIM = 128  # default of the exact objective's `max_dim`
-MIXTURE_KINDS = ("gmm_2mode", "gmm_ring8", "gmm_grid25")  # toys whose samples have mode weights
 # Paper figures (scorebench/study_figures.py names their files) are off unless `figures:` asks.
 FIGURE_DEFAULTS = {
     "score_fields": False, "mode_weights": False, "sampler_nfe": False, "levels": False, "objectives": False, "animation": False, "grid_size": 64, "fps": 8,
@@ -223,7 +214,7 @@ class Study:
 
     def is_2d_toy(self, dataset: str) -> bool:
         """A toy in the plane: what score fields and the animation can draw."""
-        return self.is_toy(dataset) and self._dim(self.config["datasets"][dataset]) == 2
+        return is_planar_toy(self.config["datasets"][dataset])
 
     def model_settings(self, dataset: str) -> dict:
         ds = self.config["datasets"][dataset]
@@ -431,9 +422,8 @@ class Study:
         f = self.figure_settings
         kinds = {d["kind"] for d in self.config["datasets"].values()}
         planar = any(self.is_2d_toy(d) for d in self.config["datasets"])
-        toys_2d = ", ".join(k for k in TOY_KINDS if k != "gmm_nd") + ", gmm_nd with dim 2"
         if f["score_fields"] and not planar:
-            raise ScorebenchError(f"config figures/score_fields: needs a 2-D toy dataset ({toys_2d})")
+            raise ScorebenchError(f"config figures/score_fields: needs a 2-D toy dataset ({PLANAR_TOYS_TEXT})")
         if f["mode_weights"] and not kinds & set(MIXTURE_KINDS):
             raise ScorebenchError(
                 "config figures/mode_weights: needs a Gaussian-mixture dataset (" + ", ".join(MIXTURE_KINDS) + ")"
@@ -454,7 +444,7 @@ class Study:
                 raise ScorebenchError("config figures/animation: needs a sampler of kind annealed_langevin")
             if not planar:
                 raise ScorebenchError(
-                    f"config figures/animation: needs a 2-D toy dataset ({toys_2d}): the GIF shows points"
+                    f"config figures/animation: needs a 2-D toy dataset ({PLANAR_TOYS_TEXT}): the GIF shows points"
                 )
         if f["levels"]:
             from scorebench.results import schedule_n_levels
@@ -465,14 +455,3 @@ class Study:
                 raise ScorebenchError(f"config figures/levels: schedule {unknown[0]!r} does not fix its number of levels")
             if len(set(levels.values())) < 2:
                 raise ScorebenchError("config figures/levels: needs schedules with at least 2 different numbers of levels")
-
-
-def dataset_dim(ds: dict) -> int | None:
-    """Data dimension of a dataset preset ({kind, options}) where it is known before loading."""
-    options = ds.get("options") or {}
-    if ds["kind"] == "celeba":
-        size = options.get("image_size", 32)
-        return 3 * size * size
-    if ds["kind"] == "gmm_nd":
-        return int(options.get("dim", KNOWN_DIMS["gmm_nd"]))
-    return KNOWN_DIMS.get(ds["kind"])

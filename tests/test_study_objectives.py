@@ -14,8 +14,9 @@ from scorebench.jobs.sample import sample_job
 from scorebench.jobs.train import train_job
 from scorebench.data import load_dataset
 from scorebench.errors import ScorebenchError
+from scorebench.dataset_kinds import KNOWN_DIMS
 from scorebench.objectives_study import ci95, loglog_slope, objective_numbers, objectives_figure, objectives_section
-from scorebench.study import KNOWN_DIMS, Cell, Study, validate_config
+from scorebench.study import Cell, Study, validate_config
 
 T975_2DF = 4.302652729911275  # Student-t 97.5 % quantile with 2 degrees of freedom (3 seeds)
 

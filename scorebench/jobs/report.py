@@ -4,9 +4,9 @@ and summary a study's `figures:` block asks for."""
 from __future__ import annotations
 
 from scorebench.components import Components
+from scorebench.dataset_kinds import MIXTURE_KINDS, TOY_KINDS
 from scorebench.errors import ScorebenchError
 from scorebench.results import write_text
-from scorebench.study import MIXTURE_KINDS, TOY_KINDS
 
 
 def aggregate_job(inputs, out, *, train_logs=(), tables_dir=None) -> None:
