@@ -217,16 +217,22 @@ def synthetic_table(seed=0):
     return pd.DataFrame(rows)
 
 
-def markdown_rows(text: str, first_header: str) -> list[dict]:
-    """The rows of the Markdown table whose header starts with `first_header`, as dicts."""
+def markdown_cells(line: str) -> list[str]:
+    """The cells of a Markdown table line, stripped of the padding that aligns the columns."""
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def markdown_rows(text: str, *first_headers: str) -> list[dict]:
+    """The rows of the first Markdown table whose header starts with `first_headers`, as dicts."""
     lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
-    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    start = next(i for i, line in enumerate(lines)
+                 if line.startswith("|") and markdown_cells(line)[: len(first_headers)] == list(first_headers))  # fmt: skip
+    header = markdown_cells(lines[start])
     out = []
     for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
-        out.append(dict(zip(header, (c.strip() for c in line.strip("|").split("|")))))
+        out.append(dict(zip(header, markdown_cells(line))))
     return out
 
 
@@ -362,9 +368,7 @@ def test_sampler_nfe_summary_compares_at_matched_nfe_with_the_tables_numbers():
     text = study_summary(df, study="s", settings={"sampler_nfe": True})
     matched = [r for r in markdown_rows(text, "dataset") if "PC preset (NFE)" in r]
     assert matched == [], "the first table lists presets"
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| dataset | objective | PC preset (NFE) |"))
-    pairs = markdown_rows("\n".join(lines[start:]), "dataset")
+    pairs = markdown_rows(text, "dataset", "objective", "PC preset (NFE)")
     assert [(p["objective"], p["PC preset (NFE)"], p["best annealed (NFE)"]) for p in pairs] == [
         (obj, pc, ald) for obj in ("dsm", "oracle")
         for pc, ald in (("pc_z (10)", "ald_a (11)"), ("pc_y (110)", "ald_b (101)"), ("pc_x (310)", "ald_c (301)"))

@@ -1,0 +1,1 @@
+"""The report of a study: its figures and summaries, each a query over the study table."""
