@@ -33,15 +33,20 @@ HEADLINE = {
 }
 
 
+def read_table(path) -> pd.DataFrame:
+    """One parquet table; an unreadable file is named in one line."""
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is named, not traced
+        raise ScorebenchError(f"table {path} is unreadable ({type(exc).__name__}: {exc})") from None
+
+
 def read_tables(paths) -> pd.DataFrame:
     import pandas as pd
 
-    frames = []
-    for p in paths:
-        try:
-            frames.append(pd.read_parquet(p))
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is named, not traced
-            raise ScorebenchError(f"table {p} is unreadable ({type(exc).__name__}: {exc})") from None
+    frames = [read_table(p) for p in paths]
     if not frames:
         raise ScorebenchError("aggregate: no input tables")
     df = pd.concat(frames, ignore_index=True, sort=False)

@@ -1,18 +1,124 @@
-"""The pieces every report figure and section shares (scorebench/report/): the table queries, the
-statistics over seeds and the Markdown and LaTeX writers."""
+"""The report's registry and shared pieces (scorebench/report/): every registry entry against the
+schema, its captions and its maker functions; one import graph without cycles; and the queries,
+statistics and table writers the figures and sections share."""
 
+import ast
+import graphlib
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
+from scorebench.report import DEFAULT_FIGURES, INPUTS, PAPER_STUDIES, paper_studies
 from scorebench.report.queries import at_sigma_min, first_metric_present, score_error_rows
 from scorebench.report.stats import combined_sd, describe, over_seeds
 from scorebench.report.tables import markdown_table, mean_sd_text, to_latex
+from scorebench.study import SCHEMA_PATH
 from test_studies import markdown_rows
 
+ROOT = Path(__file__).resolve().parents[1]
 T975_2DF = 4.302652729911275  # Student-t 97.5 % quantile with 2 degrees of freedom (3 seeds)
+
+
+# ---------------------------------------------------------------------- the registry
+
+
+def schema_figure_flags() -> set[str]:
+    block = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["figures"]["properties"]
+    return {name for name, prop in block.items() if prop["type"] == "boolean"}
+
+
+def test_every_schema_flag_is_a_registered_paper_study_and_back():
+    assert set(PAPER_STUDIES) == schema_figure_flags()
+    assert all(flag == study.flag for flag, study in PAPER_STUDIES.items())
+
+
+@pytest.mark.parametrize("study", PAPER_STUDIES.values(), ids=lambda s: s.flag)
+def test_paper_study_entry_is_complete(study):
+    assert study.figures and set(study.needs) <= set(INPUTS)
+    assert all(callable(f) for f in (study.check, study.draw, study.section))
+    for figure in study.figure_files:
+        assert (ROOT / "workflow" / "report" / figure.caption).is_file(), figure.caption
+        assert figure.shown.startswith(figure.name + ".")
+
+
+def test_figure_names_are_unique_and_captioned():
+    names = [f.name for f in DEFAULT_FIGURES] + [n for s in PAPER_STUDIES.values() for n in s.figures]
+    assert len(names) == len(set(names))
+    for figure in DEFAULT_FIGURES:
+        assert (ROOT / "workflow" / "report" / figure.caption).is_file(), figure.caption
+    assert [s.flag for s in paper_studies({"animation": True, "levels": True, "sampler_nfe": False})] == ["levels", "animation"]
+
+
+def test_reading_the_registry_imports_no_plotting_or_table_library():
+    """study.py and the Snakefile read the registry (and run every check) on each `snakemake -n`."""
+    code = (
+        "import sys, scorebench.study as s\n"
+        "cfg = s.load_config('config/studies/langevin_vs_annealed.yaml')\n"
+        "cfg['figures'].update({flag: True for flag in ('score_fields', 'sampler_nfe', 'levels')})\n"
+        "cfg['schedules']['two'] = {'kind': 'geometric', 'sigma_max': 5, 'sigma_min': 0.1, 'levels': 2}\n"
+        "study = s.Study(cfg)\n"
+        "assert study.paper_figures and study.field_cells\n"
+        "print(sorted(m for m in ('matplotlib', 'seaborn', 'pandas', 'scipy', 'numpy', 'torch') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """{module: the package's modules it imports}, imports inside functions included. A submodule's
+    import does not count as importing its parent package (Python runs the parent first, but the
+    parent importing its submodules is the package's own wiring, not a cycle)."""
+    modules = {}
+    for path in package.rglob("*.py"):
+        parts = list(path.relative_to(package.parent).with_suffix("").parts)
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {m: set() for m in modules}
+    for module, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{module}: relative import"
+                names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module for a in node.names]
+            else:
+                continue
+            for name in names:
+                while name and name not in modules:
+                    name = name.rpartition(".")[0]
+                if name and name != module:
+                    graph[module].add(name)
+    return graph
+
+
+def test_no_import_cycle_in_the_package():
+    graph = import_graph(ROOT / "scorebench")
+    assert "scorebench.report" in graph["scorebench.study"]  # study.py knows studies through the registry
+    try:
+        list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        pytest.fail(f"import cycle: {' -> '.join(exc.args[1])}")
+    report = {m for m in graph if m.startswith("scorebench.report")}
+    assert not any(dep in ("scorebench.study", "scorebench.jobs") or dep.startswith("scorebench.jobs.")
+                   for m in report for dep in graph[m])  # fmt: skip
+
+
+def test_import_graph_sees_imports_inside_functions(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    from pkg.b import g\n")
+    (pkg / "b.py").write_text("from pkg import a\n")
+    graph = import_graph(pkg)
+    assert graph["pkg.a"] == {"pkg.b"} and graph["pkg.b"] == {"pkg.a"}
+    with pytest.raises(graphlib.CycleError):
+        list(graphlib.TopologicalSorter(graph).static_order())
 
 
 # ---------------------------------------------------------------------- queries and statistics
