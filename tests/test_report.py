@@ -14,10 +14,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from scorebench.report import DEFAULT_FIGURES, INPUTS, PAPER_STUDIES, paper_studies
+from scorebench.report import DEFAULT_FIGURES, INPUTS, PAPER_STUDIES, SUMMARY_TABLES, paper_studies
+from scorebench.report.default_figures import make_default_figures
 from scorebench.report.queries import at_sigma_min, first_metric_present, score_error_rows
 from scorebench.report.stats import combined_sd, describe, over_seeds
-from scorebench.report.tables import markdown_table, mean_sd_text, to_latex
+from scorebench.report.summary_tables import summary_table, write_summary_tables
+from scorebench.report.tables import markdown_table, mean_sd_text, to_latex, to_markdown
 from scorebench.study import SCHEMA_PATH
 from test_studies import markdown_rows
 
@@ -189,3 +191,43 @@ def test_latex_escapes_and_writes_symbols_as_math():
     tex = to_latex(df)
     assert r"\begin{tabular}{llllr}" in tex and r"\toprule" in tex and r"\bottomrule" in tex
     assert r"a\_b" in tex and r"MMD$^2$ ($\sigma$\_min)" in tex and r"1 $\pm$ 0.1 \\" in tex
+
+
+# ---------------------------------------------------------------------- the tables and figures every study gets
+
+
+def headline_table():
+    """One cell, two samplers, 3 seeds: a sample metric per sampler and score error at two σ levels."""
+    rows = []
+    for seed in range(3):
+        cell = {"study": "s", "dataset": "mix", "schedule": "geom", "objective": "dsm", "seed": seed, "bin": -1}
+        for sampler, mmd in (("ald", 0.1), ("pc", 0.2)):
+            rows.append({**cell, "sampler": sampler, "metric": "mmd_rbf", "value": mmd + 0.01 * seed,
+                         "region": "", "sigma": math.nan})  # fmt: skip
+        for sigma, err in ((1.0, 9.0), (0.1, 0.5)):
+            rows.append({**cell, "sampler": "", "metric": "score_error_rel", "value": err + 0.1 * seed,
+                         "region": "all", "sigma": sigma})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_summary_table_is_mean_sd_of_each_cell_and_sampler(tmp_path):
+    df = headline_table()
+    table = summary_table(df)
+    assert list(table.columns) == ["dataset", "schedule", "objective", "sampler", "MMD²", "rel. score error (σ_min)"]
+    by_sampler = table.set_index("sampler")
+    for sampler, mmd in (("ald", 0.1), ("pc", 0.2)):
+        v = pd.Series([mmd, mmd + 0.01, mmd + 0.02])
+        assert by_sampler.loc[sampler, "MMD²"] == f"{v.mean():.4g} ± {v.std():.2g}"
+        assert by_sampler.loc[sampler, "rel. score error (σ_min)"] == "0.6 ± 0.1"  # σ_min's rows, on every sampler
+    write_summary_tables(df, tmp_path)
+    md = (tmp_path / "summary.md").read_text()
+    assert [r["sampler"] for r in markdown_rows(md, "dataset")] == ["ald", "pc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(SUMMARY_TABLES)
+    assert r"MMD$^2$" in (tmp_path / "summary.tex").read_text()
+
+
+@pytest.mark.slow
+def test_default_figures_are_the_registrys(tmp_path):
+    make_default_figures(headline_table(), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        name for f in DEFAULT_FIGURES for name in (f.shown, *f.other_files))

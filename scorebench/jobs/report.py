@@ -1,5 +1,5 @@
-"""Report jobs: the study table, training curves and summary tables, the figures every study gets,
-and the paper figures and summary a study's `figures:` block asks for (scorebench.report)."""
+"""Report jobs: the study table and training curves, the figures and summary tables every study
+gets, and the paper figures and summary a study's `figures:` block asks for (scorebench.report)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,24 @@ from scorebench.components import Components
 from scorebench.dataset_kinds import MIXTURE_KINDS, TOY_KINDS
 
 
-def aggregate_job(inputs, out, *, train_logs=(), tables_dir=None) -> None:
-    """Per-job tables → the study table (parquet + csv), training curves and summary tables."""
+def aggregate_job(inputs, out, *, train_logs=()) -> None:
+    """Per-job tables → the study table (parquet + csv) and training curves."""
     from scorebench.aggregate import aggregate
 
-    aggregate(inputs, out, train_logs=train_logs, tables_dir=tables_dir)
+    aggregate(inputs, out, train_logs=train_logs)
 
 
-def figures_job(table, out_dir, *, curves=None, samples=()) -> None:
-    """The default figures of every study, from its table, training curves and samples."""
+def figures_job(table, out_dir, *, tables_dir, curves=None, samples=()) -> None:
+    """The default figures and summary tables of every study, from its table, training curves and samples."""
     import pandas as pd
 
     from scorebench.aggregate import read_table
     from scorebench.report.default_figures import make_default_figures
+    from scorebench.report.summary_tables import write_summary_tables
 
-    make_default_figures(read_table(table), out_dir, curves=pd.read_parquet(curves) if curves else None, samples=samples)
+    df = read_table(table)
+    make_default_figures(df, out_dir, curves=pd.read_parquet(curves) if curves else None, samples=samples)
+    write_summary_tables(df, tables_dir)
 
 
 def _preset_facts(spec: dict) -> tuple[dict, dict]:

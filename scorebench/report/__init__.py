@@ -96,6 +96,7 @@ DEFAULT_FIGURES = (
     Figure("training_curves", "Training"),
     Figure("samples", "Sample quality"),
 )
+SUMMARY_TABLES = ("summary.md", "summary.tex")  # in tables/, every study (scorebench.report.summary_tables)
 
 
 def paper_studies(settings: dict) -> list[PaperStudy]:

@@ -6,8 +6,6 @@ rule aggregate:
         table=study_path("metrics.parquet"),
         csv=study_path("metrics.csv"),
         curves=study_path("train_curves.parquet"),
-        summary=study_path("tables/summary.md"),
-        latex=study_path("tables/summary.tex"),
     log:
         study_path("logs/aggregate.log"),
     conda:
@@ -19,12 +17,11 @@ rule aggregate:
     params:
         tables=metric_table_files,
         train_logs=train_log_files,
-        tables_dir=lambda wildcards, output: os.path.dirname(output.summary),
     shell:
-        "scorebench aggregate --inputs {params.tables} --train-logs {params.train_logs} --out {output.table} --tables {params.tables_dir} > {log} 2>&1"
+        "scorebench aggregate --inputs {params.tables} --train-logs {params.train_logs} --out {output.table} > {log} 2>&1"
 
 
-# The figures every study gets (scorebench/report/default_figures.py).
+# The figures and summary tables every study gets (scorebench/report/: default_figures, summary_tables).
 rule figures:
     input:
         table=rules.aggregate.output.table,
@@ -42,6 +39,7 @@ rule figures:
         other_formats=[
             study_path(f"figures/{name}") for f in FIGURES for name in f.other_files
         ],
+        tables=[study_path(f"tables/{name}") for name in SUMMARY_TABLES],
     log:
         study_path("logs/figures.log"),
     conda:
@@ -53,5 +51,6 @@ rule figures:
     params:
         samples=sample_files,
         out_dir=lambda wildcards, output: os.path.dirname(output.figures[0]),
+        tables_dir=lambda wildcards, output: os.path.dirname(output.tables[0]),
     shell:
-        "scorebench figures --table {input.table} --curves {input.curves} --samples {params.samples} --out-dir {params.out_dir} > {log} 2>&1"
+        "scorebench figures --table {input.table} --curves {input.curves} --samples {params.samples} --out-dir {params.out_dir} --tables {params.tables_dir} > {log} 2>&1"

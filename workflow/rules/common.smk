@@ -7,7 +7,7 @@ from snakemake.utils import validate
 
 from scorebench import layout
 from scorebench.errors import ScorebenchError
-from scorebench.report import DEFAULT_FIGURES
+from scorebench.report import DEFAULT_FIGURES, SUMMARY_TABLES
 from scorebench.specs import spec_json
 from scorebench.study import Cell, Study
 
@@ -242,7 +242,7 @@ def get_final_output():
         ]
     return [
         study_path("metrics.parquet"),
-        study_path("tables/summary.md"),
+        *[study_path(f"tables/{name}") for name in SUMMARY_TABLES],
         *[study_path(f"figures/{f.shown}") for f in FIGURES],
         *paper,
     ]
