@@ -4,7 +4,12 @@
 
 # A study given with --configfile replaces the default one: Snakemake would otherwise merge the two
 # (nested dicts are updated key by key), adding the default study's presets to every other study.
+# The default file is read by scorebench first, so a YAML mistake in it is one line naming its
+# line (a --configfile is read by Snakemake before this file runs; see docs/configuration.md).
 if not workflow.overwrite_configfiles:
+    from scorebench.config_file import exit_on_error
+
+    exit_on_error("config/config.yaml")
 
     configfile: "config/config.yaml"
 

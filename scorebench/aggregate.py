@@ -14,26 +14,18 @@ from typing import TYPE_CHECKING
 
 from scorebench.errors import ScorebenchError
 from scorebench.layout import cell_of_path
+from scorebench.readers import read_table
 from scorebench.results import KEY_COLUMNS, write_table
 
 if TYPE_CHECKING:  # pandas is imported lazily inside the functions
     import pandas as pd
 
-
-def read_table(path) -> pd.DataFrame:
-    """One parquet table; an unreadable file is named in one line."""
-    import pandas as pd
-
-    try:
-        return pd.read_parquet(path)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is named, not traced
-        raise ScorebenchError(f"table {path} is unreadable ({type(exc).__name__}: {exc})") from None
-
-
 def read_tables(paths) -> pd.DataFrame:
     import pandas as pd
 
-    frames = [read_table(p) for p in paths]
+    frames = []
+    for p in paths:
+        frames.append(read_table(p, "metrics table"))
     if not frames:
         raise ScorebenchError("aggregate: no input tables")
     df = pd.concat(frames, ignore_index=True, sort=False)

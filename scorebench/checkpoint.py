@@ -52,13 +52,14 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def load_checkpoint(path, *, expect_keys=(), map_location="cpu") -> dict:
+def load_checkpoint(path, *, expect_keys=(), map_location="cpu", fix: str = _FIX) -> dict:
     """Load a checkpoint dict safely, turning every way it can be unusable into one line.
 
     Args:
         path: the file.
         expect_keys: keys the caller needs; a file lacking one is reported as incompatible.
         map_location: where tensors land (CPU by default; the caller moves them).
+        fix: what the message tells the user to do (a finished model.pt: delete it, or its pack's folder).
 
     Returns:
         The saved dict.
@@ -69,16 +70,16 @@ def load_checkpoint(path, *, expect_keys=(), map_location="cpu") -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise ScorebenchError(f"checkpoint {path} does not exist")
+        raise ScorebenchError(f"checkpoint {path} does not exist" + ("" if fix == _FIX else f"; {fix}"))
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, garbage bytes, disallowed pickle globals, ...
-        raise ScorebenchError(f"checkpoint {path} is corrupt ({type(exc).__name__}: {_reason(exc)}); {_FIX}") from None
+        raise ScorebenchError(f"checkpoint {path} is corrupt ({type(exc).__name__}: {_reason(exc)}); {fix}") from None
     if not isinstance(obj, dict):
-        raise ScorebenchError(f"checkpoint {path} is corrupt (holds a {type(obj).__name__}, not a dict); {_FIX}")
+        raise ScorebenchError(f"checkpoint {path} is corrupt (holds a {type(obj).__name__}, not a dict); {fix}")
     missing = [k for k in expect_keys if k not in obj]
     if missing:
-        raise ScorebenchError(f"checkpoint {path} is incompatible (missing keys {missing}); {_FIX}")
+        raise ScorebenchError(f"checkpoint {path} is incompatible (missing keys {missing}); {fix}")
     return obj
 
 

@@ -8,8 +8,8 @@ becomes one line on stderr and exit code 2; anything else is a bug and keeps its
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
-import os
 import sys
 import time
 
@@ -190,6 +190,12 @@ def main(argv=None) -> int:
     except ScorebenchError as exc:
         print(f"scorebench {args.verb}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"scorebench {args.verb}: error: no space left on device writing {exc.filename or 'a file'}; "
+              "free some space and run snakemake again", file=sys.stderr)  # fmt: skip
+        return 2
     except KeyboardInterrupt:
         print(f"scorebench {args.verb}: interrupted", file=sys.stderr)
         return 130
@@ -198,19 +204,9 @@ def main(argv=None) -> int:
 
 
 def run() -> None:
-    """The `scorebench` command: `main`, then a process exit that skips the interpreter's teardown.
-
-    Why: with torch loaded, Python's own teardown (finalising modules and objects) took 0.33 s of a
-    toy job's 2.7 s here, and a study runs hundreds of such jobs. By then every output is written
-    atomically and closed; only the log needs flushing. An unexpected exception still takes the
-    normal path, so its traceback is printed.
-    """
-    code = main()
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
+    """The `scorebench` command: `main`'s return value as the exit status (a normal interpreter exit,
+    so atexit handlers and library clean-up run)."""
+    sys.exit(main())
 
 if __name__ == "__main__":
     run()

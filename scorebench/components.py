@@ -30,7 +30,7 @@ class Components:
         from scorebench.data import load_dataset
 
         ds = self.spec["dataset"]
-        return load_dataset(ds["kind"], **ds.get("options", {}))
+        return load_dataset(ds["kind"], **ds["options"])
 
     @cached_property
     def schedule(self):
@@ -40,10 +40,10 @@ class Components:
 
         sch = {k: v for k, v in self.spec["schedule"].items() if k != "name"}
         kind = sch.pop("kind")
-        if kind == "ncsnv2" or sch.get("sigma_max") == "auto":
+        if kind == "ncsnv2" or (kind in ("geometric", "linear") and sch["sigma_max"] == "auto"):
             sch["data"] = self.dataset.train
-            sampler = self.spec.get("sampler") or {}
-            sch["steps_per_level"] = sampler.get("n_steps", 100) or 1
+            if "sampler" in self.spec:  # a train spec has none: its schedule's step size is never used
+                sch["steps_per_level"] = self.spec["sampler"]["n_steps"] or 1
         return make_schedule(kind, **sch)
 
     @property
@@ -69,7 +69,7 @@ class Components:
     def device(self):
         from scorebench.device import resolve_device
 
-        return resolve_device(self.spec["training"].get("device", "auto"))
+        return resolve_device(self.spec["training"]["device"])
 
     def new_model(self):
         """The cell's untrained network, initial weights from the cell seed (the oracle: the exact score)."""
@@ -97,11 +97,11 @@ class Components:
     def step_size(self) -> float:
         """ε of the spec's sampler: explicit, else the schedule's own rule (ncsnv2), else step_ratio·σ_L²."""
         sampler, schedule = self.spec["sampler"], self.schedule
-        if sampler.get("step_size") is not None:
+        if sampler["step_size"] is not None:
             return float(sampler["step_size"])
         if schedule.step_size is not None:
             return float(schedule.step_size)
         sigma_min = float(schedule.sigmas[-1])
         if sigma_min == 0:
-            return float(sampler.get("noiseless_step_size", 0.01))
-        return float(sampler.get("step_ratio", 0.1)) * sigma_min**2
+            return float(sampler["noiseless_step_size"])
+        return float(sampler["step_ratio"]) * sigma_min**2

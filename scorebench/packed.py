@@ -19,6 +19,9 @@ Each member gets its own `model.pt` and `train_log.jsonl` in the unpacked format
 reads them unchanged. What differs, and is recorded: `pack` (size, members, wall time of the pack);
 a member's `wall_s` is the pack's wall time divided by its size; `steps_per_s` in the log is the
 pack's rate (every member advances one step per pack step).
+
+The loop (step order, log windows, checkpoint cadence, preemption, resume) is `scorebench.loop`'s,
+the same as `train`'s; this file is the pack's model side of it (`_Pack`) and the stacked model.
 """
 
 from __future__ import annotations
@@ -26,24 +29,20 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from scorebench import loop
 from scorebench.checkpoint import load_checkpoint, load_states, save_atomic
 from scorebench.device import autocast, device_description, resolve_device, resolve_fast_path
-from scorebench.errors import Preempted, ScorebenchError
+from scorebench.errors import ScorebenchError
+from scorebench.loop import Progress, StepLosses, make_ema, training_set, write_log
 from scorebench.optim import make_adam, set_implementation
-from scorebench.signals import StopOnSignal
 from scorebench.tensors import as_sigma_batch
-from scorebench.train import (
-    LOG_NAME, MODEL_NAME, TRAJECTORY_FIELDS, TrainSettings, _ema_pairs, _write_log, get_lr, model_file,
-)  # fmt: skip
+from scorebench.train import LOG_NAME, MODEL_NAME, TRAJECTORY_FIELDS, TrainSettings, model_file
 
 logger = logging.getLogger("scorebench")
 
@@ -266,6 +265,80 @@ def _level_tables(members, device):
     return sig, lam, levels
 
 
+class _Pack:
+    """A pack's side of the training loop (a `scorebench.loop.Stepper`): the stacked model, its EMA
+    and Adam, each member's draws from its own generator and the pack's noise generator, per-member
+    clipping, and the pack's resume checkpoint.
+
+    Why a class: the loop asks the same model side for a step, a clip, a checkpoint and a resume;
+    the objects they share (model, optimiser, generators, σ tables) live here once.
+    """
+
+    def __init__(self, members: list[PackMember], loss_fn, x_all, settings: TrainSettings, device, fast, *,
+                 pack_name: str, noise_seed: int):  # fmt: skip
+        k = len(members)
+        self.settings, self.device, self.fast, self.loss_fn = settings, device, fast, loss_fn
+        self.k, self.batch, self.x_all = k, settings.batch_size, x_all
+        self.names = [m.name for m in members]
+        self.sig_table, self.lam_table, levels = _level_tables(members, device)
+        self.rows = torch.arange(k, device=device)[:, None]
+        self.window_shape = (k, max(levels))
+        self.sigma_levels = [m.schedule.sigmas.tolist() for m in members]
+        self.labels = [f"cell {name} of pack {pack_name}: " for name in self.names]
+
+        self.model = PackedMLP([m.model for m in members], sigma_table=self.sig_table).to(device).train()
+        self.ema, self.ema_update = make_ema(self.model)
+        self.params = list(self.model.parameters())
+        self.opt = make_adam(self.params, lr=settings.lr, beta1=settings.beta1, kind=fast.adam)
+        gens = [torch.Generator(device=device).manual_seed(m.settings.seed) for m in members]
+        self.noise_gen = gens[0] if k == 1 else torch.Generator(device=device).manual_seed(int(noise_seed))
+        self.draws = _Draws(gens, x_all.shape[0], levels, self.batch, 1 if k == 1 else DRAW_BLOCK, device)
+
+    def forward_backward(self) -> StepLosses:
+        """Each member's draws; the pack's loss is the sum of the members' mean losses."""
+        idx, level = self.draws.next()
+        x = self.x_all.index_select(0, idx.reshape(-1))
+        sigma, weight = self.sig_table.gather(1, level), self.lam_table.gather(1, level)
+        with autocast(self.device, self.settings.amp):
+            at_levels = functools.partial(self.model, level=level)  # the losses call model(x̃, σ)
+            per_sample = self.loss_fn(at_levels, x, sigma.reshape(-1), weight.reshape(-1), generator=self.noise_gen)
+        per_sample = per_sample.float().reshape(self.k, self.batch)
+        member_loss = per_sample.mean(1)
+        member_loss.sum().backward()
+        cells = (level + self.rows * self.window_shape[1]).reshape(-1)  # (member, level) in the flat tables
+        return StepLosses(cells, per_sample.reshape(-1), member_loss)
+
+    def clip(self, is_log: bool) -> torch.Tensor:
+        return _clip_per_member(self.params, self.settings.grad_clip, self.k)
+
+    def params_finite(self) -> torch.Tensor:
+        return torch.stack([torch.isfinite(p).flatten(1).all(1) for p in self.params]).all(0)
+
+    def checkpoint(self, progress: Progress) -> dict:
+        drawn = self.draws.state()
+        return {
+            "model": self.model.state_dict(), "ema": self.ema.state_dict(), "optimizer": self.opt.state_dict(),
+            "step": progress.step, "members": self.names, "settings": self.settings.as_dict(),
+            "rngs": drawn["rngs"] + [self.noise_gen.get_state()], "draw_pos": drawn["pos"],
+            "histories": progress.histories, "wall_s": progress.wall_s, "window": progress.window,
+        }  # fmt: skip
+
+    def resume(self, path: Path) -> Progress:
+        ck = load_checkpoint(path, expect_keys=PACK_CHECKPOINT_KEYS)
+        if ck["members"] != self.names or any(
+            ck["settings"].get(f) != getattr(self.settings, f) for f in TRAJECTORY_FIELDS if f != "seed"
+        ):
+            raise ScorebenchError(
+                f"checkpoint {path} belongs to another pack (members or training settings differ); "
+                "delete it to retrain the pack from scratch"
+            )
+        load_states({"model": self.model, "ema": self.ema, "optimizer": self.opt}, ck, path=path)
+        set_implementation(self.opt, self.fast.adam)
+        self.draws.restore({"rngs": ck["rngs"][: self.k], "pos": int(ck.get("draw_pos", 0))})
+        self.noise_gen.set_state(ck["rngs"][self.k])
+        return Progress(int(ck["step"]), ck["histories"], float(ck.get("wall_s", 0.0)), ck.get("window"))
+
+
 def train_packed(
     members: list[PackMember], loss_fn, data, checkpoint_path, *, pack_name: str = "pack", noise_seed: int = 0
 ) -> dict:
@@ -290,170 +363,29 @@ def train_packed(
     """
     settings = _check_members(members)
     device = resolve_device(settings.device)
-    k, batch = len(members), settings.batch_size
-    x_all = getattr(data, "train", data)
-    if not torch.is_tensor(x_all) or x_all.dim() < 2 or x_all.shape[0] < 1:
-        raise ScorebenchError("packed training: data must be a (N, ...) tensor or a Dataset with N >= 1 samples")
-    x_all = x_all.to(device=device, dtype=torch.float32)
-    n_data = x_all.shape[0]
-    sig_table, lam_table, levels = _level_tables(members, device)
-    rows = torch.arange(k, device=device)[:, None]
-
-    model = PackedMLP([m.model for m in members], sigma_table=sig_table).to(device).train()
-    ema = copy.deepcopy(model).requires_grad_(False).eval()
-    params = list(model.parameters())
+    x_all = training_set(data, "packed training").to(device)
     # packs are small MLPs: eager, vectors, data resident (moved above); Adam and precision as configured
-    fast = resolve_fast_path(device, compile="off", data_on_device="on", fused_adam=settings.fused_adam, amp=settings.amp)
-    opt = make_adam(params, lr=settings.lr, beta1=settings.beta1, kind=fast.adam)
-    ema_step = _ema_pairs(ema, model)
-    gens = [torch.Generator(device=device).manual_seed(m.settings.seed) for m in members]
-    noise_gen = gens[0] if k == 1 else torch.Generator(device=device).manual_seed(int(noise_seed))
-    draws = _Draws(gens, n_data, levels, batch, 1 if k == 1 else DRAW_BLOCK, device)
-    names = [m.name for m in members]
-    checkpoint_path = Path(checkpoint_path)
+    fast = resolve_fast_path(
+        device, compile="off", data_on_device="on", fused_adam=settings.fused_adam, amp=settings.amp
+    )
+    pack = _Pack(members, loss_fn, x_all, settings, device, fast, pack_name=pack_name, noise_seed=noise_seed)
+    k = len(members)
+    done = loop.run(pack, settings, checkpoint_path, name=f"pack {pack_name}", desc=f"pack×{k}",
+                    record_extra={"pack_size": k})  # fmt: skip
 
-    step, histories, wall_before, resumed_from, ck = 0, [[] for _ in members], 0.0, None, None
-    if checkpoint_path.exists():
-        ck = load_checkpoint(checkpoint_path, expect_keys=PACK_CHECKPOINT_KEYS)
-        if ck["members"] != names or any(
-            ck["settings"].get(f) != getattr(settings, f) for f in TRAJECTORY_FIELDS if f != "seed"
-        ):
-            raise ScorebenchError(
-                f"checkpoint {checkpoint_path} belongs to another pack (members or training settings differ); "
-                "delete it to retrain the pack from scratch"
-            )
-        if ck["step"] > settings.steps:
-            raise ScorebenchError(f"checkpoint {checkpoint_path} is at step {ck['step']}, past train.steps={settings.steps}")
-        load_states({"model": model, "ema": ema, "optimizer": opt}, ck, path=checkpoint_path)
-        set_implementation(opt, fast.adam)
-        draws.restore({"rngs": ck["rngs"][:k], "pos": int(ck.get("draw_pos", 0))})
-        noise_gen.set_state(ck["rngs"][k])
-        step, histories, wall_before = int(ck["step"]), ck["histories"], float(ck.get("wall_s", 0.0))
-        resumed_from = step
-        print(f"resumed pack {pack_name} from step {step} ({checkpoint_path})", flush=True)
-
-    level_sum = torch.zeros(k, max(levels), device=device)
-    level_count = torch.zeros(k, max(levels), device=device)
-    window_sum = torch.zeros(k, device=device)
-    ones = torch.ones(k * batch, device=device)
-    first_bad = torch.full((k,), -1, dtype=torch.long, device=device)
-    window_steps = 0
-    if ck is not None and ck.get("window"):  # the partial log window, so the log stays exact
-        level_sum.copy_(ck["window"]["level_sum"])
-        level_count.copy_(ck["window"]["level_count"])
-        window_sum.copy_(ck["window"]["loss_sum"])
-        window_steps = int(ck["window"]["steps"])
-    t_start = t_window = time.perf_counter()
-
-    def wall() -> float:
-        return wall_before + time.perf_counter() - t_start
-
-    def check_finite(what: str) -> None:
-        bad = first_bad.tolist()
-        for name, b in zip(names, bad):
-            if b >= 0:
-                raise ScorebenchError(f"training diverged: cell {name} of pack {pack_name}: non-finite loss at step {b}")
-        if what == "params":
-            finite = torch.stack([torch.isfinite(p).flatten(1).all(1) for p in params]).all(0).tolist()
-            for name, ok in zip(names, finite):
-                if not ok:
-                    raise ScorebenchError(f"training diverged: cell {name} of pack {pack_name}: non-finite parameters")
-
-    def save_checkpoint() -> None:
-        drawn = draws.state()
-        save_atomic(
-            {
-                "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                "members": names, "settings": settings.as_dict(), "rngs": drawn["rngs"] + [noise_gen.get_state()],
-                "draw_pos": drawn["pos"],
-                "histories": histories, "wall_s": wall(),
-                "window": {"level_sum": level_sum.cpu(), "level_count": level_count.cpu(), "loss_sum": window_sum.cpu(),
-                           "steps": window_steps},
-            },
-            checkpoint_path,
-        )  # fmt: skip
-
-    bar = tqdm(
-        total=settings.steps, initial=step, disable=not settings.progress, file=sys.stderr, desc=f"pack×{k}",
-        leave=False, mininterval=0.1 if sys.stderr.isatty() else 30.0,
-    )  # fmt: skip
-    logger.info("training pack %s (%d members) on %s for steps %d..%d", pack_name, k, device, step, settings.steps)
-    stop = StopOnSignal().install()
-    try:
-        while step < settings.steps:
-            lr = get_lr(step, settings)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            idx, level = draws.next()
-            x = x_all.index_select(0, idx.reshape(-1))
-            sigma, weight = sig_table.gather(1, level), lam_table.gather(1, level)
-            with autocast(device, settings.amp):
-                at_levels = functools.partial(model, level=level)  # the losses call model(x̃, σ)
-                per_sample = loss_fn(at_levels, x, sigma.reshape(-1), weight.reshape(-1), generator=noise_gen)
-            per_sample = per_sample.float().reshape(k, batch)
-            member_loss = per_sample.mean(1)
-            member_loss.sum().backward()
-            step += 1
-            norms = _clip_per_member(params, settings.grad_clip, k)
-            opt.step()
-            if settings.ema_decay > 0:
-                ema_step(settings.ema_decay)
-            opt.zero_grad(set_to_none=True)
-            with torch.no_grad():
-                cells = (level + rows * level_sum.shape[1]).reshape(-1)  # (member, level) in the flat tables
-                level_sum.view(-1).index_add_(0, cells, per_sample.detach().reshape(-1))
-                level_count.view(-1).index_add_(0, cells, ones)
-                window_sum.add_(member_loss.detach())
-                bad_now = (first_bad < 0) & ~torch.isfinite(member_loss.detach())
-                first_bad.copy_(torch.where(bad_now, step, first_bad))
-            window_steps += 1
-            bar.update(1)
-
-            if step % settings.log_every == 0 or step == settings.steps:
-                check_finite("loss")
-                now = time.perf_counter()
-                rate = window_steps / max(now - t_window, 1e-12)
-                losses, sums, counts = (window_sum / window_steps).tolist(), level_sum.tolist(), level_count.tolist()
-                norm_list = norms.tolist()
-                for i, m in enumerate(members):
-                    record = {
-                        "step": step, "loss": losses[i],
-                        "loss_per_level": [s / c if c > 0 else None for s, c in zip(sums[i][: levels[i]], counts[i])],
-                        "sigma_levels": m.schedule.sigmas.tolist(), "lr": lr, "grad_norm": norm_list[i],
-                        "steps_per_s": rate, "wall_s": wall(), "pack_size": k,
-                    }  # fmt: skip
-                    histories[i].append(record)
-                bar.set_postfix(loss=f"{sum(losses) / k:.4g}")
-                level_sum.zero_()
-                level_count.zero_()
-                window_sum.zero_()
-                window_steps, t_window = 0, time.perf_counter()
-            if step % settings.checkpoint_every == 0 or step == settings.steps or stop.requested:
-                check_finite("params")
-                save_checkpoint()
-            if stop.requested and step < settings.steps:
-                print(f"checkpointed pack {pack_name} at step {step} on signal {stop.name}", flush=True)
-                raise Preempted(f"training stopped by {stop.name} at step {step}; rerun to resume from {checkpoint_path}")
-    finally:
-        stop.restore()
-        bar.close()
-
-    if settings.ema_decay == 0:
-        ema_step(0.0)
-    wall_s = wall()
-    state, ema_state = model.state_dict(), ema.state_dict()
+    state, ema_state = pack.model.state_dict(), pack.ema.state_dict()
     device_record = {**device_description(device), "fast_path": fast.as_dict()}
-    pack = {"name": pack_name, "size": k, "members": names, "wall_s": wall_s}
+    summary = {"name": pack_name, "size": k, "members": pack.names, "wall_s": done.wall_s}
     for i, m in enumerate(members):
         m.out_dir.mkdir(parents=True, exist_ok=True)
         record = model_file(
-            model.unstack(i, state), model.unstack(i, ema_state), model.member_configs[i], step, m.settings,
-            m.schedule, wall_s / k, device_record, pack=pack,
+            pack.model.unstack(i, state), pack.model.unstack(i, ema_state), pack.model.member_configs[i], done.step,
+            m.settings, m.schedule, done.wall_s / k, device_record, pack=summary,
         )  # fmt: skip
         save_atomic(record, m.out_dir / MODEL_NAME)
-        _write_log(m.out_dir / LOG_NAME, histories[i])
-    logger.info("pack %s: wrote %d models (step %d, %.1f s)", pack_name, k, step, wall_s)
-    return {"step": step, "wall_s": wall_s, "size": k, "resumed_from": resumed_from}
+        write_log(m.out_dir / LOG_NAME, done.histories[i])
+    logger.info("pack %s: wrote %d models (step %d, %.1f s)", pack_name, k, done.step, done.wall_s)
+    return {"step": done.step, "wall_s": done.wall_s, "size": k, "resumed_from": done.resumed_from}
 
 
 def _clip_per_member(params: list[torch.Tensor], max_norm: float | None, k: int) -> torch.Tensor:

@@ -8,10 +8,12 @@ traced and a figure is only ever a query over one table (benchopt's habit).
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from contextlib import contextmanager
@@ -27,10 +29,15 @@ def atomic_path(path):
     """Yield a temporary path beside `path`; move it into place only if the block succeeds.
 
     A killed job therefore never leaves a half-written output that Snakemake would take as done.
+    A write that fails because the disk is full says so, naming the file: torch.save, for one,
+    reports a full disk only as "unexpected pos" or "basic_ios::clear: iostream error".
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _disk_full_error(path) if _disk_full(exc, path.parent) else exc from None
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -40,9 +47,31 @@ def atomic_path(path):
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
         os.replace(tmp, path)
+    except Exception as exc:
+        if _disk_full(exc, path.parent):  # checked before the partial file is removed and frees space
+            raise _disk_full_error(path) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+DISK_FULL_BYTES = 1 << 20  # a failed write with less than this free on its file system blames the disk
+
+
+def _disk_full(exc: BaseException, folder: Path) -> bool:
+    if getattr(exc, "errno", None) == errno.ENOSPC:
+        return True
+    try:
+        return shutil.disk_usage(folder).free < DISK_FULL_BYTES
+    except OSError:
+        return False
+
+
+def _disk_full_error(path: Path):
+    from scorebench.errors import ScorebenchError
+
+    return ScorebenchError(f"no space left on device writing {path}; free some space and run snakemake again")
 
 
 def write_text(path, text: str) -> None:
@@ -98,7 +127,7 @@ def spec_columns(spec: dict) -> dict:
         "schedule": spec["schedule"]["name"],
         "objective": spec["objective"]["name"],
         "seed": int(spec["seed"]),
-        "sampler": spec.get("sampler", {}).get("name", ""),
+        "sampler": spec["sampler"]["name"] if "sampler" in spec else "",
     }
     for owner in ("dataset", "schedule", "objective", "model", "training", "sampler", "sampling", "evaluation"):
         if owner in spec:
@@ -114,11 +143,11 @@ def spec_columns(spec: dict) -> dict:
 def schedule_n_levels(schedule: dict) -> int | None:
     """L of a schedule preset, for every kind whose preset fixes it (`single` and `none` have one level
     but no `levels` key; `ncsnv2` derives L from the data: None), so an L axis spans every kind."""
-    kind = schedule.get("kind")
+    kind = schedule["kind"]
     if kind in ("none", "single"):
         return 1
     if kind == "explicit":
-        return len(schedule.get("sigmas", []))
+        return len(schedule["sigmas"])
     if kind in ("geometric", "linear") and "levels" in schedule:
         return int(schedule["levels"])
     return None

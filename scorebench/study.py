@@ -12,33 +12,22 @@ from __future__ import annotations
 import copy
 import itertools
 from dataclasses import dataclass
-from pathlib import Path
 
 from scorebench import report
-from scorebench.dataset_kinds import TOY_KINDS, dataset_dim, is_planar_toy
+from scorebench.checks import check_config, check_study
+from scorebench.config_file import read_config
+from scorebench.data.registry import TOY_DATASETS, dataset_dim
 from scorebench.errors import ScorebenchError
 from scorebench.layout import member_dir
+from scorebench.schema import validate_config
 
-SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
+# Toys (TOY_DATASETS): vectors with a closed-form score; an MLP by default, no FID reference. gmm_nd
+# may have any dimension, so the 2-D-only figures (score fields, the animation) ask `is_2d_toy`.
 
-EXACT_MAX_DIM = 128  # default of the exact objective's `max_dim`
-
-# Defaults for the keys a study may leave out. They live here (not in the schema) because the same
-# schema block also describes per-dataset overrides, which must not be filled with defaults; and they
-# are written into every spec, so changing one reruns what depends on it. tests/test_study.py checks
-# that they match the trainer's own dataclass defaults.
-TRAINING_DEFAULTS = {
-    "steps": 2000, "batch_size": 128, "lr": 1e-3, "beta1": 0.9, "ema_decay": 0.999, "grad_clip": 1.0,
-    "warmup": 0, "checkpoint_every": 1000, "log_every": 100, "device": "auto", "amp": "auto",
-    "compile": "auto", "channels_last": "auto", "fused_adam": "auto", "data_on_device": "auto",
-}  # fmt: skip
-# Workflow-level training keys: how cells are scheduled into jobs, not how one network trains.
-PACK_DEFAULT = False
+# Defaults of the keys a study may leave out live in the schema only (scorebench/schema.py says how
+# per-dataset overrides stay partial); they are filled in when the config is read and written into
+# every spec, so changing one reruns what depends on it.
 PACKABLE_ARCHS = ("mlp",)  # packed.PackedMLP stacks these
-MODEL_DEFAULTS = {
-    "toy": {"arch": "mlp", "preset": "tiny", "scale_by_sigma": "auto"},
-    "image": {"arch": "unet", "preset": "tiny", "scale_by_sigma": "auto"},
-}
 
 
 @dataclass(frozen=True, order=True)
@@ -55,45 +44,9 @@ class Cell:
         return f"{self.dataset}/{self.schedule}/{self.objective}/seed{self.seed}"
 
 
-def validate_config(config: dict) -> dict:
-    """Check a config against the schema and fill its defaults (in place, like Snakemake's validate).
-
-    Raises ScorebenchError with the first violation on one line, naming the key path.
-    """
-    import jsonschema
-    import yaml
-
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    base = jsonschema.validators.validator_for(schema)
-
-    def set_defaults(validator, properties, instance, sub):
-        if isinstance(instance, dict):
-            for prop, sub_schema in properties.items():
-                if "default" in sub_schema:
-                    instance.setdefault(prop, copy.deepcopy(sub_schema["default"]))
-        yield from base.VALIDATORS["properties"](validator, properties, instance, sub)
-
-    validator_cls = jsonschema.validators.extend(base, {"properties": set_defaults})
-    errors = sorted(validator_cls(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        err = errors[0]
-        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise ScorebenchError(f"config {where}: {err.message}")
-    return config
-
-
 def load_config(path) -> dict:
-    """Read a YAML study config and validate it."""
-    import yaml
-
-    p = Path(path)
-    if not p.exists():
-        raise ScorebenchError(f"config file {p} does not exist")
-    try:
-        config = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ScorebenchError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return validate_config(config)
+    """Read a YAML study config (file:line errors, duplicate keys refused), check it and fill its defaults."""
+    return validate_config(read_config(path))
 
 
 def _merge(base: dict, override: dict | None) -> dict:
@@ -108,13 +61,14 @@ class Study:
     def __init__(self, config: dict):
         self.config = config
         self.name = config["study"]
-        self.results_dir = config.get("results_dir", "results")
-        self._check_presets()
+        self.results_dir = config["results_dir"]
+        check_config(config)
         self.cells = self._grid()
         if not self.cells:
             raise ScorebenchError("config exclude: every cell of the grid is excluded; nothing to run")
         self._check_figures()
         self._check_packs()
+        check_study(self)
         self.packs = self._packs()  # {"dataset/objective": cells} of packed training
         self._pack_of = {cell: name for name, cells in self.packs.items() for cell in cells}
         self.eval_groups = self._eval_groups()  # {"dataset/objective": cells} evaluated in groups
@@ -126,7 +80,7 @@ class Study:
     # ------------------------------------------------------------------ grid
 
     def _excluded(self, cell: Cell) -> bool:
-        for rule in self.config.get("exclude", []):
+        for rule in self.config["exclude"]:
             if all(getattr(cell, k) == v for k, v in rule.items()):
                 return True
         return False
@@ -160,74 +114,45 @@ class Study:
             return "denoising score matching needs noise, but schedule kind is `none`"
         if obj["kind"] == "exact":
             dim = self._dim(ds)
-            limit = obj.get("max_dim", EXACT_MAX_DIM)
+            limit = obj["max_dim"]
             if dim is not None and dim > limit:
                 return f"exact score matching on {dim} dimensions exceeds max_dim {limit} (use `sliced`)"
-        if obj["kind"] == "oracle" and ds["kind"] not in TOY_KINDS and sch["kind"] == "none":
+        if obj["kind"] == "oracle" and ds["kind"] not in TOY_DATASETS and sch["kind"] == "none":
             return "the oracle of an image dataset (its empirical score) exists only for σ > 0"
-        if model.get("scale_by_sigma") is True and sch["kind"] == "none":
+        if model["scale_by_sigma"] is True and sch["kind"] == "none":
             return "model scale_by_sigma divides by σ, but schedule kind is `none`"
-        if model["arch"] in ("unet", "ncsn") and ds["kind"] in TOY_KINDS:
+        if model["arch"] in ("unet", "ncsn") and ds["kind"] in TOY_DATASETS:
             return f"model arch {model['arch']} needs images, but the dataset is a toy (vectors)"
         return None
 
     @staticmethod
     def _dim(ds: dict) -> int | None:
-        return dataset_dim(ds)
-
-    def _check_presets(self) -> None:
-        c = self.config
-        for name, sch in c["schedules"].items():
-            kind = sch["kind"]
-            need = {"single": ["sigma"], "geometric": ["sigma_max", "sigma_min", "levels"],
-                    "linear": ["sigma_max", "sigma_min", "levels"], "explicit": ["sigmas"]}.get(kind, [])  # fmt: skip
-            for key in need:
-                if key not in sch:
-                    raise ScorebenchError(f"config schedules/{name}/{key}: required for kind {kind!r}")
-            if kind in ("geometric", "linear") and sch["sigma_max"] != "auto" and not sch["sigma_max"] > sch["sigma_min"]:
-                raise ScorebenchError(
-                    f"config schedules/{name}: sigma_max ({sch['sigma_max']}) must be larger than "
-                    f"sigma_min ({sch['sigma_min']})"
-                )
-            if kind == "explicit":
-                s = sch["sigmas"]
-                if not s or any(v <= 0 for v in s) or any(b >= a for a, b in zip(s, s[1:])):
-                    raise ScorebenchError(
-                        f"config schedules/{name}/sigmas: must be positive and strictly decreasing, got {s}"
-                    )
-        for name, ds in c["datasets"].items():
-            dim = ds.get("options", {}).get("dim", 1)
-            if ds["kind"] == "gmm_nd" and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
-                raise ScorebenchError(f"config datasets/{name}/options/dim: must be an integer >= 1, got {dim!r}")
-        for i, rule in enumerate(c.get("exclude", [])):
-            for key, table in (("dataset", "datasets"), ("schedule", "schedules"), ("objective", "objectives")):
-                if key in rule and rule[key] not in c[table]:
-                    raise ScorebenchError(f"config exclude/{i}/{key}: {rule[key]!r} is not a preset in `{table}`")
+        return dataset_dim(ds["kind"], ds["options"])
 
     # ------------------------------------------------------------------ settings per dataset
 
     def is_toy(self, dataset: str) -> bool:
-        return self.config["datasets"][dataset]["kind"] in TOY_KINDS
+        return self.config["datasets"][dataset]["kind"] in TOY_DATASETS
 
     def is_2d_toy(self, dataset: str) -> bool:
         """A toy in the plane: what score fields and the animation can draw."""
-        return is_planar_toy(self.config["datasets"][dataset])
+        return self.is_toy(dataset) and self._dim(self.config["datasets"][dataset]) == 2
 
     def model_settings(self, dataset: str) -> dict:
+        """The study's network for toys or images, with the dataset's own overrides."""
         ds = self.config["datasets"][dataset]
-        kind = "toy" if ds["kind"] in TOY_KINDS else "image"
-        return _merge(_merge(MODEL_DEFAULTS[kind], self.config["model"].get(kind)), ds.get("model"))
+        return _merge(self.config["model"]["toy" if self.is_toy(dataset) else "image"], ds["model"])
 
     def cell_model_settings(self, cell: Cell) -> dict:
         """Model settings with `scale_by_sigma: auto` resolved: on (NCSNv2's s(x)/σ) wherever σ > 0."""
         m = self.model_settings(cell.dataset)
-        if m.get("scale_by_sigma") == "auto":
+        if m["scale_by_sigma"] == "auto":
             m["scale_by_sigma"] = self.config["schedules"][cell.schedule]["kind"] != "none"
         return m
 
     def training_settings(self, dataset: str) -> dict:
-        base = _merge({**TRAINING_DEFAULTS, "pack": PACK_DEFAULT}, self.config["training"])
-        return _merge(base, self.config["datasets"][dataset].get("training"))
+        """The study's training settings, with the dataset's own overrides."""
+        return _merge(self.config["training"], self.config["datasets"][dataset]["training"])
 
     def preset_names(self, table: str) -> list[str]:
         """Names of the presets under `datasets`, `schedules` or `objectives` (the path wildcards' values)."""
@@ -241,9 +166,9 @@ class Study:
 
     def dataset_spec(self, dataset: str) -> dict:
         ds = self.config["datasets"][dataset]
-        options = dict(ds.get("options", {}))
-        if ds["kind"] not in TOY_KINDS:
-            options.setdefault("root", self.config.get("data_dir", "data"))
+        options = dict(ds["options"])
+        if ds["kind"] not in TOY_DATASETS:
+            options.setdefault("root", self.config["data_dir"])  # torchvision's folder: the study's data_dir
         return {"name": dataset, "kind": ds["kind"], "options": options}
 
     def train_spec(self, cell: Cell) -> dict:
@@ -360,7 +285,7 @@ class Study:
         """A dataset that asks for packing itself must have a packable network."""
         for dataset, ds in self.config["datasets"].items():
             arch = self.model_settings(dataset)["arch"]
-            if (ds.get("training") or {}).get("pack") and arch not in PACKABLE_ARCHS:
+            if ds["training"].get("pack") and arch not in PACKABLE_ARCHS:  # asked by the dataset itself
                 raise ScorebenchError(
                     f"config datasets/{dataset}/training/pack: packed training needs model arch mlp, "
                     f"but dataset {dataset} uses {arch}"

@@ -36,7 +36,7 @@ def test_train_sample_score_error_chain(tmp_path, specs):
     out = tmp_path / "cell"
     r = run("train", "--spec", spec_json(train), "--out-dir", str(out))
     assert r.returncode == 0, r.stderr
-    assert "train finished in" in r.stderr.splitlines()[-1]  # the log is flushed before the fast exit
+    assert "train finished in" in r.stderr.splitlines()[-1]  # the last log line reaches stderr
     r = run("sample", "--spec", spec_json(sample), "--model", str(out / "model.pt"), "--out", str(out / "s.npz"))
     assert r.returncode == 0, r.stderr
     r = run("score-error", "--spec", spec_json(score), "--model", str(out / "model.pt"), "--out", str(out / "e.parquet"))

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from scorebench.report import DEFAULT_FIGURES, INPUTS, PAPER_STUDIES, SUMMARY_TABLES, paper_studies
 from scorebench.report.default_figures import make_default_figures
@@ -20,7 +19,7 @@ from scorebench.report.queries import at_sigma_min, first_metric_present, score_
 from scorebench.report.stats import combined_sd, describe, over_seeds
 from scorebench.report.summary_tables import summary_table, write_summary_tables
 from scorebench.report.tables import markdown_table, mean_sd_text, to_latex, to_markdown
-from scorebench.study import SCHEMA_PATH
+from scorebench.schema import load_schema
 from test_studies import markdown_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +30,7 @@ T975_2DF = 4.302652729911275  # Student-t 97.5 % quantile with 2 degrees of free
 
 
 def schema_figure_flags() -> set[str]:
-    block = yaml.safe_load(SCHEMA_PATH.read_text())["properties"]["figures"]["properties"]
+    block = load_schema()["properties"]["figures"]["properties"]
     return {name for name, prop in block.items() if prop["type"] == "boolean"}
 
 

@@ -84,6 +84,34 @@ def test_per_dataset_overrides_merge_onto_defaults():
     assert s.model_settings("mix")["arch"] == "mlp"
 
 
+def test_defaults_fill_study_wide_blocks_but_not_overrides():
+    """The schema's defaults land in `training` and `model/{toy,image}`; a dataset's override block
+    keeps only what it says, so it cannot undo a study-wide setting with a default."""
+    s = study(
+        training={"lr": 0.01},
+        model={"image": {"preset": "small"}},
+        datasets={"mix": {"kind": "gmm_2mode", "training": {"steps": 7}}, "digits": {"kind": "digits", "model": {"preset": "base"}}},
+    )  # fmt: skip
+    c = s.config
+    assert c["datasets"]["mix"]["training"] == {"steps": 7} and c["datasets"]["mix"]["model"] == {}
+    assert c["datasets"]["digits"]["model"] == {"preset": "base"} and c["datasets"]["digits"]["training"] == {}
+    assert c["training"]["lr"] == 0.01 and c["training"]["steps"] == 2000 and c["training"]["pack"] is False
+    assert c["model"]["toy"] == {"arch": "mlp", "preset": "tiny", "scale_by_sigma": "auto"}
+    assert c["model"]["image"] == {"arch": "unet", "preset": "small", "scale_by_sigma": "auto"}
+    assert s.training_settings("mix")["lr"] == 0.01 and s.training_settings("mix")["steps"] == 7
+    assert s.model_settings("digits") == {"arch": "unet", "preset": "base", "scale_by_sigma": "auto"}
+
+
+def test_kind_specific_defaults_reach_only_their_kind():
+    """max_dim belongs to the exact objective: another kind's loss would refuse it as an option."""
+    from scorebench.components import Components
+
+    s = study(objectives={"ex": {"kind": "exact"}, "dsm": {"kind": "dsm"}}, exclude=[{"schedule": "none", "objective": "dsm"}])
+    assert s.config["objectives"]["ex"]["max_dim"] == 128 and "max_dim" not in s.config["objectives"]["dsm"]
+    for cell in s.cells:
+        Components(s.train_spec(cell)).loss  # each objective accepts its spec's options
+
+
 def test_shipped_configs_validate(tmp_path):
     for path in ["config/config.yaml", ".test/config/config.yaml"]:
         Study(load_config(path))
@@ -93,16 +121,22 @@ def test_shipped_configs_validate(tmp_path):
         load_config(bad)
 
 
-def test_training_defaults_match_the_trainer():
+def test_trainer_defaults_are_the_schemas():
+    """A direct TrainSettings and a config that leaves training out train with the same settings."""
     import dataclasses
 
-    from scorebench.study import TRAINING_DEFAULTS
+    from scorebench.components import Components
+    from scorebench.schema import block_defaults
     from scorebench.train import TrainSettings
 
-    fields = {f.name: f.default for f in dataclasses.fields(TrainSettings)}
-    for key, value in TRAINING_DEFAULTS.items():
-        if fields[key] is not dataclasses.MISSING:
-            assert fields[key] == value, key
+    schema = block_defaults("training")
+    for f in dataclasses.fields(TrainSettings):
+        if f.default is not dataclasses.MISSING and f.name in schema:
+            assert f.default == schema[f.name], f.name
+    s = study()
+    from_config = Components(s.train_spec(s.cells[0])).settings
+    d = schema
+    assert from_config == TrainSettings(steps=d["steps"], batch_size=d["batch_size"], lr=d["lr"], seed=s.cells[0].seed)
 
 
 def test_sigma_max_auto_is_the_largest_pairwise_distance():

@@ -14,7 +14,7 @@ from scorebench.jobs.sample import sample_job
 from scorebench.jobs.train import train_job
 from scorebench.data import load_dataset
 from scorebench.errors import ScorebenchError
-from scorebench.dataset_kinds import KNOWN_DIMS
+from scorebench.data.registry import GMM_ND_DEFAULT_DIM
 from scorebench.report.inputs import ReportInputs
 from scorebench.report.objectives import objective_numbers, objectives_figure, section
 from scorebench.report.stats import describe, loglog_slope
@@ -67,7 +67,7 @@ def test_gmm_nd_samples_have_the_mixture_covariance(gen):
 
 
 def test_gmm_nd_default_dimension_is_the_study_default():
-    assert load_dataset("gmm_nd", n_train=4, n_test=4).dim == KNOWN_DIMS["gmm_nd"]
+    assert load_dataset("gmm_nd", n_train=4, n_test=4).dim == GMM_ND_DEFAULT_DIM
 
 
 @pytest.mark.parametrize(

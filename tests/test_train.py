@@ -25,10 +25,11 @@ from scorebench import checkpoint as ckpt_mod
 from scorebench.checkpoint import load_checkpoint, require_same, save_atomic
 from scorebench.device import autocast, device_description, resolve_device
 from scorebench.errors import Preempted, ScorebenchError
+from scorebench.loop import get_lr
 from scorebench.losses import make_loss
 from scorebench.models import build_model
 from scorebench.sampling import SAMPLERS
-from scorebench.train import TrainSettings, ema_model, get_lr, load_model_file, train, update_ema
+from scorebench.train import TrainSettings, ema_model, load_model_file, train, update_ema
 
 TIMING_FIELDS = ("steps_per_s", "wall_s")
 

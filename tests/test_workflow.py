@@ -5,12 +5,14 @@ a no-op rerun, a one-preset edit that reruns only its cells, and config errors t
 workflow before any job starts.
 """
 
+import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -97,23 +99,108 @@ def test_one_preset_edit_reruns_only_its_cells(study, tmp_path):
     assert counts.get("reference_stats", 0) == 0
 
 
+def one_line_refusal(out, needle):
+    """A config error: exit != 0, one line on stderr naming the problem, at most 3 lines in all."""
+    assert out.returncode != 0
+    lines = (out.stdout + out.stderr).strip().splitlines()
+    assert len(lines) <= 3 and len(out.stderr.strip().splitlines()) == 1, out.stdout + out.stderr
+    assert out.stderr.startswith("scorebench: error: config") and needle in out.stderr, out.stderr
+
+
 @pytest.mark.parametrize(
     "edit, needle",
     [
-        (lambda c: c.update(datsets=c.pop("datasets")), "datsets"),
-        (lambda c: c["datasets"].update(bad={"kind": "imagenet"}), "imagenet"),
+        (lambda c: c.update(datsets=c.pop("datasets")), "config datsets: unknown key; allowed keys here: data_dir, datasets"),
+        (lambda c: c["schedules"]["geom"].update(levls=c["schedules"]["geom"].pop("levels")), "schedules/geom/levls: unknown key"),
+        (lambda c: c["datasets"].update(bad={"kind": "imagenet"}), "datasets/bad/kind: 'imagenet' is not one of ['gmm_2mode'"),
         (lambda c: c["schedules"].update(bad={"kind": "explicit", "sigmas": [0.1, 0.5]}), "strictly decreasing"),
     ],
 )
-def test_bad_config_fails_before_any_job(tmp_path, edit, needle):
+def test_bad_config_is_one_line_before_any_job(tmp_path, edit, needle):
+    """Before: 1,067 (top-level typo), 53 (nested typo) and 23 (bad value) lines of schema dump."""
     cfg = yaml.safe_load((ROOT / ".test" / "config" / "config.yaml").read_text())
     edit(cfg)
-    (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
-    out = snakemake(tmp_path, "--cores", "1", check=False)
-    assert out.returncode != 0
-    assert needle in out.stdout + out.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    one_line_refusal(snakemake(tmp_path, "-n", "--configfile", str(bad), check=False), needle)
+    out = snakemake(tmp_path, "--cores", "1", "--configfile", str(bad), check=False)
+    one_line_refusal(out, needle)
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("  geom: {kind: geometric, sigma_max: 3.0, sigma_min: 0.1, levels: 3}\n  geom: {kind: none}\n", "config/config.yaml:16: duplicate key 'geom' (first at line 15)"),
+        ("  geom: {kind: geometric, sigma_max: 3.0, sigma_min: 0.1, levels: 3\n", "config/config.yaml:16:11: YAML syntax error"),
+    ],
+)
+def test_yaml_mistakes_name_file_and_line(tmp_path, text, needle):
+    """A duplicate key (YAML keeps the last silently) is refused in any config file; a syntax error
+    in the default config names its line (in a --configfile, Snakemake reports it before any
+    workflow code runs: `scorebench check --config FILE` names the line)."""
+    lines = (ROOT / ".test" / "config" / "config.yaml").read_text().splitlines(keepends=True)
+    i = next(k for k, line in enumerate(lines) if line.startswith("  geom:"))
+    assert i == 14  # the needles' line numbers
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text("".join(lines[:i]) + text + "".join(lines[i + 1 :]))
+    one_line_refusal(snakemake(tmp_path, "-n", check=False), needle)
+    if "duplicate" in needle:
+        path = tmp_path / "config" / "config.yaml"
+        out = snakemake(tmp_path, "-n", "--configfile", str(path), check=False)
+        one_line_refusal(out, needle.replace("config/config.yaml", str(path)))
+
+
+def _faces(kind):
+    def edit(c, work):
+        from PIL import Image
+
+        np.savez(work / "faces.npz", x=np.zeros((6, 8, 8), np.uint8))
+        (work / "faces").mkdir()
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(work / "faces" / "0.png")
+        c["datasets"]["faces"] = {"kind": kind, "options": {"path": "faces.npz" if kind == "npz" else "faces"}}
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (_faces("npz"), "config evaluation/fid/extractor: feature_net trains on class labels, but dataset faces (kind npz)"),
+        (_faces("image_folder"), "but dataset faces (kind image_folder) has none"),
+        (lambda c, w: c["sampling"]["samplers"]["annealed"].update(step_size=0), "annealed/step_size: must be > 0, got 0"),
+        (lambda c, w: c["sampling"]["samplers"]["annealed"].update(step_size=-0.1), "must be > 0, got -0.1"),
+        (lambda c, w: c.update(seeds=[0, 0]), "config seeds: [0, 0] repeats a value"),
+        (lambda c, w: c["schedules"]["geom"].update(sigma_max=float("inf")), "geom/sigma_max: must be a finite number, got inf"),
+        (lambda c, w: c["schedules"]["geom"].update(sigma_max=1e30), "geom/sigma_max: 1e+30 is outside float32's range"),
+        (lambda c, w: c["schedules"]["geom"].update(levels=100000), "one chain takes 500,001 network evaluations"),
+        ("duplicate", "duplicate key 'geom' (first at line 15)"),
+    ],
+)
+def test_settings_that_cannot_finish_are_refused_before_any_job(tmp_path, edit, needle):
+    """Issue 17's cases each failed after training (at reference-stats, evaluate-pack, in training
+    or in metrics). Now `snakemake` refuses them in one line, and a study's finished files stay."""
+    text = (ROOT / ".test" / "config" / "config.yaml").read_text()
+    if edit == "duplicate":
+        line = "  geom: {kind: geometric, sigma_max: 3.0, sigma_min: 0.1, levels: 3}\n"
+        text = text.replace(line, line + line.replace("levels: 3", "levels: 4"))
+    else:
+        cfg = yaml.safe_load(text)
+        edit(cfg, tmp_path)
+        text = yaml.safe_dump(cfg)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    finished = {tmp_path / "results" / "test" / "mix" / "geom" / "dsm" / "seed0" / "model.pt": b"a finished model",
+                tmp_path / "results" / "test" / "metrics.parquet": b"a finished table"}  # fmt: skip
+    for path, content in finished.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        os.utime(path, (1_000_000_000, 1_000_000_000))
+    before = sorted((tmp_path / "results").rglob("*"))
+    one_line_refusal(snakemake(tmp_path, "--cores", "1", "--configfile", str(bad), check=False), needle)
+    assert sorted((tmp_path / "results").rglob("*")) == before  # no job started, nothing was written
+    for path, content in finished.items():
+        assert path.read_bytes() == content and path.stat().st_mtime == 1_000_000_000
 
 
 def test_lint_and_format_are_clean():

@@ -1,18 +1,20 @@
 """Datasets by registry name: toys with exact scores (2-D, and gmm_nd in any dimension), and image datasets.
 
 `load_dataset(name, **params)` is the one entry point; every dataset returns a `Dataset`
-(see base.py). Image loaders import torchvision only when called, so toy jobs stay light.
+(see base.py). What is known before loading (names, families, shapes, labels) is in registry.py,
+which imports neither torch nor the loaders, so the config layer can read it for free; `Dataset`
+and `IsotropicGaussianMixture` are imported on first use for the same reason.
 """
 
 from __future__ import annotations
 
-from scorebench.data.base import Dataset
-from scorebench.data.mixture import IsotropicGaussianMixture
+from typing import TYPE_CHECKING
+
+from scorebench.data.registry import DATASETS, IMAGE_DATASETS, TOY_DATASETS
 from scorebench.errors import ScorebenchError
 
-TOY_DATASETS = ("gmm_2mode", "gmm_ring8", "gmm_grid25", "swiss_roll", "moons", "gmm_nd")
-IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "celeba", "npz", "image_folder")
-DATASETS = TOY_DATASETS + IMAGE_DATASETS
+if TYPE_CHECKING:
+    from scorebench.data.base import Dataset
 
 
 def load_dataset(name: str, **params) -> Dataset:
@@ -37,6 +39,19 @@ def load_dataset(name: str, **params) -> Dataset:
         return loader(*args, **params)
     except TypeError as exc:  # an unexpected keyword is a config typo
         raise ScorebenchError(f"dataset {name!r}: bad parameters {sorted(params)}: {exc}") from None
+
+
+def __getattr__(name):
+    """`Dataset` and `IsotropicGaussianMixture` on first use (they import torch)."""
+    if name == "Dataset":
+        from scorebench.data.base import Dataset
+
+        return Dataset
+    if name == "IsotropicGaussianMixture":
+        from scorebench.data.mixture import IsotropicGaussianMixture
+
+        return IsotropicGaussianMixture
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["DATASETS", "TOY_DATASETS", "IMAGE_DATASETS", "Dataset", "IsotropicGaussianMixture", "load_dataset"]

@@ -22,6 +22,7 @@ import torch
 
 from scorebench.data.base import Dataset
 from scorebench.data.mixture import IsotropicGaussianMixture
+from scorebench.data.registry import CELEBA_DEFAULT_SIZE, IMAGE_SUFFIXES
 from scorebench.errors import ScorebenchError
 
 # registry name -> (torchvision class, folder under root that holds its files)
@@ -32,8 +33,6 @@ TORCHVISION_SOURCES = {
     "celeba": ("CelebA", "celeba"),
 }
 CELEBA_CROP = 140  # NCSN's CelebA preprocessing: center crop 140, then resize (64 in the paper)
-CELEBA_DEFAULT_SIZE = 32
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 _IMAGE_NAMES = ["digits", *TORCHVISION_SOURCES, "npz", "image_folder"]
 

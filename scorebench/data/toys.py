@@ -15,6 +15,7 @@ import torch
 
 from scorebench.data.base import Dataset
 from scorebench.data.mixture import IsotropicGaussianMixture
+from scorebench.data.registry import GMM_ND_DEFAULT_DIM
 from scorebench.errors import ScorebenchError
 
 
@@ -56,7 +57,7 @@ def moons_points(n: int, generator: torch.Generator) -> torch.Tensor:
     return pts * 2.5
 
 
-def gmm_nd_mixture(dim: int = 2, n_modes: int = 4, radius: float = 4.0, std: float = 1.0) -> IsotropicGaussianMixture:
+def gmm_nd_mixture(dim: int = GMM_ND_DEFAULT_DIM, n_modes: int = 4, radius: float = 4.0, std: float = 1.0) -> IsotropicGaussianMixture:
     """n_modes equal Gaussians N(±radius·e_i, std² I) on the first coordinate axes of R^dim.
 
     Means go +e_1, −e_1, +e_2, −e_2, … (so n_modes <= 2·dim): every pair of modes is radius·√2 or
@@ -104,7 +105,7 @@ def load_toy(
 
 
 def load_gmm_nd(
-    *, dim: int = 2, n_modes: int = 4, radius: float = 4.0, std: float = 1.0, n_train: int = 10000,
+    *, dim: int = GMM_ND_DEFAULT_DIM, n_modes: int = 4, radius: float = 4.0, std: float = 1.0, n_train: int = 10000,
     n_test: int = 2000, seed: int = 0,
 ) -> Dataset:
     """The N-dimensional mixture `gmm_nd_mixture` with a seeded train/test draw (registry name gmm_nd).

@@ -11,20 +11,21 @@ from pathlib import Path
 from scorebench.clock import log_ready
 from scorebench.components import Components
 from scorebench.errors import ScorebenchError
+from scorebench.readers import read_json, read_meta, read_npz
 from scorebench.results import gpu_hours, provenance, tidy_rows, write_json, write_npz, write_table
 from scorebench.seeds import derive_seed
 
 log = logging.getLogger("scorebench")
 
+# FID/KID need 2 samples, precision/recall more than their 3 neighbours; fewer finite samples give NaN rows
+MIN_IMAGE_SAMPLES = 4
+FIDELITY_ROWS = ("fid", "kid_mean", "kid_std", "precision", "recall", "f_score")
+
 
 def read_samples(path):
-    import numpy as np
-
-    try:
-        with np.load(path) as z:
-            return z["samples"], json.loads(str(z["meta"]))
-    except (OSError, ValueError, KeyError) as exc:
-        raise ScorebenchError(f"samples file {path} is unreadable ({exc}); delete it to resample") from None
+    """(samples, the sample job's record) of a samples .npz."""
+    arrays = read_npz(path, "samples file", require=("samples", "meta"))
+    return arrays["samples"], read_meta(arrays, path, "samples file")
 
 
 def evaluate_samples_job(spec: dict, samples_path, out_path, reference_dir=None) -> None:
@@ -51,6 +52,10 @@ def evaluate_samples_job(spec: dict, samples_path, out_path, reference_dir=None)
 
         # the job already reports the non-finite share and passes only finite samples on
         rows += [r for r in toy_sample_metrics(x, dataset, generator=g) if r["metric"] != "nonfinite_fraction"]
+    elif len(x) < MIN_IMAGE_SAMPLES:  # nothing to score: the share above says why, the metrics are NaN
+        log.warning("only %d of %d samples are finite: FID/KID/PR are NaN", len(x), len(ok))
+        extractor = spec["evaluation"]["extractor"]
+        rows += [{"metric": m, "value": np.nan, "extractor": extractor} for m in FIDELITY_ROWS]
     else:
         rows += fidelity_rows(x.clamp(0, 1), reference_dir, spec["evaluation"])
     for r in rows:
@@ -169,7 +174,7 @@ def reference_job(spec: dict, out_dir) -> None:
     info["n_reference"] = int(reference.shape[0])
     info["cache_name"] = reference_features(
         reference, cache_root=out_dir / "cache", cache_name=name, extractor=fid["extractor"],
-        feature_net_path=net_path, inception_weights=fid.get("inception_weights"),
+        feature_net_path=net_path, inception_weights=fid["inception_weights"],
         device=resolve_device("auto"),
     )  # fmt: skip
     write_json(out_dir / "reference.json", info)
@@ -182,13 +187,9 @@ def fidelity_rows(samples, reference_dir, fid: dict) -> list[dict]:
 
     if reference_dir is None:
         raise ScorebenchError("evaluate: image datasets need --reference (the reference-stats folder)")
-    ref_file = Path(reference_dir) / "reference.json"
-    try:
-        ref = json.loads(ref_file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ScorebenchError(f"reference file {ref_file} is unreadable ({exc}); rerun reference_stats") from None
+    ref = read_json(Path(reference_dir) / "reference.json", "reference record")
     return fidelity_metrics(
         samples, ref["cache_name"], cache_root=ref["cache_root"], extractor=ref["extractor"],
-        feature_net_path=ref.get("feature_net_path"), inception_weights=fid.get("inception_weights"),
+        feature_net_path=ref.get("feature_net_path"), inception_weights=fid["inception_weights"],
         device=resolve_device("auto"),
     )  # fmt: skip

@@ -4,7 +4,8 @@ gets, and the paper figures and summary a study's `figures:` block asks for (sco
 from __future__ import annotations
 
 from scorebench.components import Components
-from scorebench.dataset_kinds import MIXTURE_KINDS, TOY_KINDS
+from scorebench.data.registry import MIXTURE_DATASETS, TOY_DATASETS
+from scorebench.readers import read_table
 
 
 def aggregate_job(inputs, out, *, train_logs=()) -> None:
@@ -16,14 +17,11 @@ def aggregate_job(inputs, out, *, train_logs=()) -> None:
 
 def figures_job(table, out_dir, *, tables_dir, curves=None, samples=()) -> None:
     """The default figures and summary tables of every study, from its table, training curves and samples."""
-    import pandas as pd
-
-    from scorebench.aggregate import read_table
     from scorebench.report.default_figures import make_default_figures
     from scorebench.report.summary_tables import write_summary_tables
 
-    df = read_table(table)
-    make_default_figures(df, out_dir, curves=pd.read_parquet(curves) if curves else None, samples=samples)
+    df = read_table(table, "study table")
+    make_default_figures(df, out_dir, curves=read_table(curves, "training curves") if curves else None, samples=samples)
     write_summary_tables(df, tables_dir)
 
 
@@ -32,11 +30,11 @@ def _preset_facts(spec: dict) -> tuple[dict, dict]:
     (dataset, schedule): what the figures name things by and the table does not hold."""
     mixtures, sigmas = {}, {}
     for name, ds_spec in spec["datasets"].items():
-        if ds_spec["kind"] not in TOY_KINDS:
+        if ds_spec["kind"] not in TOY_DATASETS:
             continue
         dataset = Components({"dataset": ds_spec}).dataset
         dist = dataset.distribution
-        if ds_spec["kind"] in MIXTURE_KINDS:
+        if ds_spec["kind"] in MIXTURE_DATASETS:
             mixtures[name] = {"means": dist.means.tolist(), "stds": dist.stds.tolist(), "weights": dist.weights.tolist()}
         for sch_name, sch in spec["schedules"].items():
             sigmas[(name, sch_name)] = Components({"schedule": sch}, dataset=dataset).schedule.sigmas.tolist()
@@ -45,13 +43,12 @@ def _preset_facts(spec: dict) -> tuple[dict, dict]:
 
 def study_figures_job(spec: dict, table, out_dir, *, fields=(), samples=(), summary=None) -> list:
     """The paper figures a study's `figures:` block asks for, and its summary.md; returns the figures written."""
-    from scorebench.aggregate import read_table
     from scorebench.report.inputs import ReportInputs
     from scorebench.report.paper import write_paper_report
 
     mixtures, sigmas = _preset_facts(spec)
     inputs = ReportInputs(
-        table=read_table(table), study=spec["study"], settings=spec["figures"], figures_dir=out_dir,
+        table=read_table(table, "study table"), study=spec["study"], settings=spec["figures"], figures_dir=out_dir,
         samples=tuple(samples), fields=tuple(fields), mixtures=mixtures, sigmas=sigmas,
         annealed_samplers=tuple(n for n, smp in spec["samplers"].items() if smp["kind"] == "annealed_langevin"),
     )  # fmt: skip

@@ -35,11 +35,11 @@ def sample_job(spec: dict, model_path, out_path) -> dict:
     from scorebench.sampling import chain_starts, get_sampler
 
     sampling, sampler = spec["sampling"], spec["sampler"]
-    amp, cuda_graphs = sampler.get("amp", "off"), sampler.get("cuda_graphs", "off")
+    amp, cuda_graphs = sampler["amp"], sampler["cuda_graphs"]
     c = Components(spec)
     device, dataset, schedule = c.device, c.dataset, c.schedule
     model, _ = c.trained_model(model_path, sampling["weights"])
-    channels_last = bool(sampler.get("channels_last", False)) and len(dataset.shape) == 3
+    channels_last = sampler["channels_last"] and len(dataset.shape) == 3
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     run = get_sampler(sampler["kind"])
@@ -49,7 +49,7 @@ def sample_job(spec: dict, model_path, out_path) -> dict:
     n = int(sampling["n_samples"])
     opts = {"snr": sampler["snr"]} if sampler["kind"] == "pc" else {}
     every = 0
-    if sampling.get("snapshots", 0) > 0:  # only chunk 0 keeps snapshots (the GIF shows its first chains)
+    if sampling["snapshots"] > 0:  # only chunk 0 keeps snapshots (the GIF shows its first chains)
         every = max(1, schedule.levels * max(1, sampler["n_steps"]) // int(sampling["snapshots"]))
 
     chunk_dir = Path(f"{out_path}.chunks")

@@ -246,7 +246,7 @@ def toy_sample_metrics(
     """Every toy metric that applies, as tidy rows {metric, value}, against the held-out data.
 
     Rows: nonfinite_fraction; mmd_rbf and sliced_wasserstein (vs dataset.test, NaN if any sample is
-    not finite); for Gaussian-mixture toys (dataset.info["family"] == "gaussian_mixture") also
+    not finite; every value NaN when `samples` is empty, e.g. no sample was finite); for Gaussian-mixture toys (dataset.info["family"] == "gaussian_mixture") also
     mode_weight_error, mode_off_fraction, mode_coverage (count), mode_coverage_frac and
     mode_weight_<k> per component, with off-mode = beyond `max_distance` component stds.
 
@@ -264,13 +264,19 @@ def toy_sample_metrics(
         )
     x = samples[: int(max_points)].detach()
     ref = dataset.test[: int(max_points)].to(x.device)
-    finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
+    finite = torch.isfinite(x.flatten(1)).all(1)
+    empty = x.shape[0] == 0  # e.g. every sample was non-finite and the caller passed on the finite ones
     rows = [
-        {"metric": "nonfinite_fraction", "value": float(1.0 - finite.double().mean())},
-        {"metric": "mmd_rbf", "value": mmd_rbf(x, ref, bandwidths)},
-        {"metric": "sliced_wasserstein", "value": sliced_wasserstein(x, ref, n_projections, generator=generator)},
-    ]
-    if dataset.info.get("family") == "gaussian_mixture":
+        {"metric": "nonfinite_fraction", "value": math.nan if empty else float(1.0 - finite.double().mean())},
+        {"metric": "mmd_rbf", "value": math.nan if empty else mmd_rbf(x, ref, bandwidths)},
+        {"metric": "sliced_wasserstein",
+         "value": math.nan if empty else sliced_wasserstein(x, ref, n_projections, generator=generator)},
+    ]  # fmt: skip
+    if dataset.info.get("family") == "gaussian_mixture" and empty:
+        names = ["mode_weight_error", "mode_off_fraction", "mode_coverage", "mode_coverage_frac"]
+        names += [f"mode_weight_{k}" for k in range(dataset.distribution.weights.numel())]
+        rows += [{"metric": name, "value": math.nan} for name in names]
+    elif dataset.info.get("family") == "gaussian_mixture":
         mix = dataset.distribution
         est = mode_weights(x, mix, max_distance)
         covered, frac = mode_coverage(est, mix.weights, coverage_threshold)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from scorebench.checkpoint import load_checkpoint
 from scorebench.errors import ScorebenchError
 from scorebench.models import model_from_config
+from scorebench.readers import redo_hint
 
 
 def load_score_model(model_path, distribution, *, weights: str = "ema", device="cpu"):
@@ -24,7 +25,7 @@ def load_score_model(model_path, distribution, *, weights: str = "ema", device="
     Returns:
         (model, the file's dict).
     """
-    ckpt = load_checkpoint(model_path, expect_keys=("model_config",))
+    ckpt = load_checkpoint(model_path, expect_keys=("model_config",), fix=redo_hint(model_path))
     config = ckpt["model_config"]
     model = model_from_config(config, distribution=distribution)
     if config.get("arch") != "oracle":
@@ -32,7 +33,9 @@ def load_score_model(model_path, distribution, *, weights: str = "ema", device="
         try:
             model.load_state_dict(ckpt[key])
         except (RuntimeError, KeyError) as exc:
-            raise ScorebenchError(f"checkpoint {model_path}: does not fit its model config ({exc})") from None
+            raise ScorebenchError(
+                f"checkpoint {model_path}: does not fit its model config ({exc}); {redo_hint(model_path)}"
+            ) from None
     return model.to(device).eval(), ckpt
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scorebench.dataset_kinds import PLANAR_TOYS_TEXT
 from scorebench.errors import ScorebenchError
 from scorebench.report.job_files import first_seed_samples, sample_cell
 from scorebench.report.plotting import AXIS_LABELS, DENSITY_RANGE, fmt_sigma, mixture_log_density, pyplot
+from scorebench.report.requirements import missing_planar_toy
 from scorebench.results import atomic_path
 
 FIGURES = ("annealed_langevin",)
@@ -21,9 +21,8 @@ def check(study) -> str | None:
         return "needs sampling/snapshots > 0 (frames of the GIF)"
     if not any(s["kind"] == "annealed_langevin" for s in study.config["sampling"]["samplers"].values()):
         return "needs a sampler of kind annealed_langevin"
-    if not any(study.is_2d_toy(d) for d in study.config["datasets"]):
-        return f"needs a 2-D toy dataset ({PLANAR_TOYS_TEXT}): the GIF shows points"
-    return None
+    planar = missing_planar_toy(study)
+    return f"{planar}: the GIF shows points" if planar else None
 
 
 def _clips(sample_files, samplers):

@@ -3,11 +3,10 @@ path) and score-field .npz files."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from scorebench.errors import ScorebenchError
 from scorebench.layout import cell_of_path
+from scorebench.readers import read_meta, read_npz
 
 
 def sample_cell(path) -> tuple[str, str, str, int, str]:
@@ -36,12 +35,6 @@ def first_seed_samples(paths) -> list[Path]:
 
 def load_field(path) -> dict:
     """A score-field .npz as a dict of arrays plus its parsed `meta`."""
-    import numpy as np
-
-    try:
-        with np.load(path) as z:
-            out = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise ScorebenchError(f"score-field file {path} is unreadable ({exc}); delete it to recompute") from None
-    out["meta"] = json.loads(str(out["meta"]))
+    out = read_npz(path, "score-field file")
+    out["meta"] = read_meta(out, path, "score-field file")
     return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scorebench.dataset_kinds import MIXTURE_KINDS
+from scorebench.data.registry import MIXTURE_DATASETS
 from scorebench.report.job_files import first_seed_samples, sample_cell
 from scorebench.report.plotting import AXIS_LABELS, DENSITY_RANGE, empty_figure, mixture_log_density, pyplot, save_figure
 from scorebench.report.queries import sampler_kinds
@@ -24,8 +24,8 @@ SAMPLER_KINDS = {"langevin": "plain Langevin", "annealed_langevin": "annealed La
 def check(study) -> str | None:
     """Mode weights exist only for mixtures with known components."""
     kinds = {d["kind"] for d in study.config["datasets"].values()}
-    if not kinds & set(MIXTURE_KINDS):
-        return "needs a Gaussian-mixture dataset (" + ", ".join(MIXTURE_KINDS) + ")"
+    if not kinds & set(MIXTURE_DATASETS):
+        return "needs a Gaussian-mixture dataset (" + ", ".join(MIXTURE_DATASETS) + ")"
     return None
 
 

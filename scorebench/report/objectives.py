@@ -18,7 +18,7 @@ import itertools
 import math
 from pathlib import Path
 
-from scorebench.dataset_kinds import dataset_dim
+from scorebench.data.registry import dataset_dim
 from scorebench.report.plotting import empty_figure, pyplot, save_figure
 from scorebench.report.queries import at_sigma_min, score_error_rows
 from scorebench.report.stats import intervals_apart, loglog_slope, over_seeds
@@ -45,7 +45,7 @@ FIGURE_PANELS = ("score_error", "mmd_rbf", "sliced_wasserstein", "fid", "sec_per
 
 def check(study) -> str | None:
     """A D axis needs two known dimensions, and a comparison two trained objective kinds."""
-    dims = {dataset_dim(d) for d in study.config["datasets"].values()}
+    dims = {dataset_dim(d["kind"], d["options"]) for d in study.config["datasets"].values()}
     trained = {o["kind"] for o in study.config["objectives"].values()} - {"oracle"}
     if len(dims - {None}) < 2 or len(trained) < 2:
         return ("needs datasets of at least two known dimensions and at least two trained objective kinds, got "
@@ -66,7 +66,7 @@ def data_dims(df) -> dict:
             v = r.get(f"dataset_options_{key}")
             if v is not None and not (isinstance(v, float) and math.isnan(v)):
                 options[key] = int(v)
-        dim = dataset_dim({"kind": r.get("dataset_kind", ""), "options": options})
+        dim = dataset_dim(r.get("dataset_kind", ""), options)
         if dim is not None:
             out[ds] = dim
     return out

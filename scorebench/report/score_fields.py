@@ -15,10 +15,10 @@ import logging
 import math
 from pathlib import Path
 
-from scorebench.dataset_kinds import PLANAR_TOYS_TEXT
 from scorebench.report.job_files import first_seed, load_field
 from scorebench.report.plotting import AXIS_LABELS, DENSITY_RANGE, empty_figure, fmt_sigma, pyplot, save_figure
 from scorebench.report.queries import score_error_rows
+from scorebench.report.requirements import missing_planar_toy
 from scorebench.report.stats import describe
 from scorebench.report.tables import markdown_table, mean_sd_text
 
@@ -30,9 +30,7 @@ ARROWS_PER_SIDE = 16
 
 def check(study) -> str | None:
     """Score fields are drawn in the plane: the study needs a 2-D toy."""
-    if not any(study.is_2d_toy(d) for d in study.config["datasets"]):
-        return f"needs a 2-D toy dataset ({PLANAR_TOYS_TEXT})"
-    return None
+    return missing_planar_toy(study)
 
 
 def levels_to_show(sigmas) -> list[int]:

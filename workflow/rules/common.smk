@@ -1,19 +1,25 @@
 # Validation first, then the grid. Only this file reads `config`; it asks scorebench.study for
 # cells and job specs. Each job gets its spec as a params value, so Snakemake reruns a
 # job exactly when the settings it depends on change.
+#
+# One validator: scorebench's own, before anything else reads the config. The config files are
+# read again strictly (Snakemake's loader keeps the last of two equal keys without a word), then
+# the merged config is checked against the schema and filled with its defaults, then every
+# setting combination that cannot finish is refused; any error is one line on stderr. Snakemake's
+# `validate()` is not called: it would print the whole schema and config for one typo.
 import sys
 
-from snakemake.utils import validate
-
 from scorebench import layout
+from scorebench.config_file import read_config
 from scorebench.errors import ScorebenchError
 from scorebench.report import DEFAULT_FIGURES, SUMMARY_TABLES
 from scorebench.specs import spec_json
-from scorebench.study import Cell, Study
+from scorebench.study import Cell, Study, validate_config
 
-validate(config, schema="../schemas/config.schema.yaml")
 try:
-    STUDY = Study(config)
+    for path in workflow.configfiles:
+        read_config(path)
+    STUDY = Study(validate_config(config))
 except ScorebenchError as exc:
     sys.exit(f"scorebench: error: {exc}")
 
