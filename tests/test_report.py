@@ -1,9 +1,7 @@
 """The report's registry and shared pieces (scorebench/report/): every registry entry against the
-schema, its captions and its maker functions; one import graph without cycles; and the queries,
+schema, its captions and its maker functions, study.py reading only the registry; and the queries,
 statistics and table writers the figures and sections share."""
 
-import ast
-import graphlib
 import math
 import subprocess
 import sys
@@ -20,6 +18,7 @@ from scorebench.report.stats import combined_sd, describe, over_seeds
 from scorebench.report.summary_tables import summary_table, write_summary_tables
 from scorebench.report.tables import markdown_table, mean_sd_text, to_latex, to_markdown
 from scorebench.schema import load_schema
+from test_layers import import_graph
 from test_studies import markdown_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,54 +71,11 @@ def test_reading_the_registry_imports_no_plotting_or_table_library():
     assert out.stdout.strip() == "[]"
 
 
-def import_graph(package: Path) -> dict[str, set[str]]:
-    """{module: the package's modules it imports}, imports inside functions included. A submodule's
-    import does not count as importing its parent package (Python runs the parent first, but the
-    parent importing its submodules is the package's own wiring, not a cycle)."""
-    modules = {}
-    for path in package.rglob("*.py"):
-        parts = list(path.relative_to(package.parent).with_suffix("").parts)
-        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
-    graph = {m: set() for m in modules}
-    for module, path in modules.items():
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                assert node.level == 0, f"{module}: relative import"
-                names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module for a in node.names]
-            else:
-                continue
-            for name in names:
-                while name and name not in modules:
-                    name = name.rpartition(".")[0]
-                if name and name != module:
-                    graph[module].add(name)
-    return graph
-
-
-def test_no_import_cycle_in_the_package():
+def test_study_knows_paper_studies_only_through_the_registry():
+    """Layers and cycles are tests/test_layers.py's; here: study.py imports the registry, no study module."""
     graph = import_graph(ROOT / "scorebench")
-    assert "scorebench.report" in graph["scorebench.study"]  # study.py knows studies through the registry
-    try:
-        list(graphlib.TopologicalSorter(graph).static_order())
-    except graphlib.CycleError as exc:
-        pytest.fail(f"import cycle: {' -> '.join(exc.args[1])}")
-    report = {m for m in graph if m.startswith("scorebench.report")}
-    assert not any(dep in ("scorebench.study", "scorebench.jobs") or dep.startswith("scorebench.jobs.")
-                   for m in report for dep in graph[m])  # fmt: skip
-
-
-def test_import_graph_sees_imports_inside_functions(tmp_path):
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    (pkg / "a.py").write_text("def f():\n    from pkg.b import g\n")
-    (pkg / "b.py").write_text("from pkg import a\n")
-    graph = import_graph(pkg)
-    assert graph["pkg.a"] == {"pkg.b"} and graph["pkg.b"] == {"pkg.a"}
-    with pytest.raises(graphlib.CycleError):
-        list(graphlib.TopologicalSorter(graph).static_order())
+    assert {m for m in graph["scorebench.study"] if m.startswith("scorebench.report")} == {"scorebench.report"}
+    assert {m for m in graph["scorebench.report"]} == {f"scorebench.report.{s}" for s in PAPER_STUDIES}
 
 
 # ---------------------------------------------------------------------- queries and statistics
