@@ -88,6 +88,19 @@ def cmd_study_figures(args):
     )
 
 
+def cmd_import_checkpoint(args):
+    import json
+
+    from scorebench.models.import_authors import geometric_sigmas, import_checkpoint
+
+    sigmas = None
+    if args.levels is not None:
+        sigmas = geometric_sigmas(args.sigma_begin, args.sigma_end, args.levels)
+    shape = tuple(int(v) for v in args.shape.split(","))
+    summary = import_checkpoint(args.checkpoint, args.out, arch=args.arch, preset=args.preset, shape=shape, sigmas=sigmas)
+    print(json.dumps(summary))
+
+
 def cmd_check(args):
     from scorebench.study import Study, load_config
 
@@ -167,6 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--samples", nargs="*", default=[], help="samples .npz files")
     sp.add_argument("--out-dir", required=True, help="figures folder")
     sp.add_argument("--summary", required=True, help="summary Markdown file")
+
+    sp = verb("import-checkpoint", cmd_import_checkpoint,
+              "the authors' released NCSN/NCSNv2 weights as a model.pt that sample and score-error load")  # fmt: skip
+    sp.add_argument("--checkpoint", required=True, help="the authors' checkpoint_<step>.pth")
+    sp.add_argument("--out", required=True, help="model.pt to write")
+    sp.add_argument("--arch", required=True, choices=["ncsn", "ncsnv2"])
+    sp.add_argument("--preset", required=True, help="ncsn: mnist/cifar10/celeba; ncsnv2: cifar10/celeba/church/ffhq")
+    sp.add_argument("--shape", required=True, help="C,H,W of the data, e.g. 3,32,32")
+    sp.add_argument("--sigma-begin", type=float, default=1.0, help="σ_1 (NCSN's file holds no σ list)")
+    sp.add_argument("--sigma-end", type=float, default=0.01, help="σ_L")
+    sp.add_argument("--levels", type=int, default=None, help="L; with σ_1 and σ_L the authors' geometric list")
 
     sp = verb("check", cmd_check, "validate a study config and list its cells")
     sp.add_argument("--config", required=True)

@@ -44,6 +44,7 @@ class Components:
             sch["data"] = self.dataset.train
             if "sampler" in self.spec:  # a train spec has none: its schedule's step size is never used
                 sch["steps_per_level"] = self.spec["sampler"]["n_steps"] or 1
+                sch["step_convention"] = self.spec["sampler"]["step_convention"]  # the ncsnv2 rule's ε is for this form
         return make_schedule(kind, **sch)
 
     @property
@@ -55,7 +56,13 @@ class Components:
         from scorebench.losses import make_loss
 
         opts = {k: v for k, v in self.spec["objective"].items() if k not in ("name", "kind")}
-        return make_loss(self.spec["objective"]["kind"], **opts)
+        loss = make_loss(self.spec["objective"]["kind"], **opts)
+        transform = getattr(self.dataset, "transform", None)
+        if transform is not None and transform.augments:  # flip / dequantise each minibatch (data/transforms.py)
+            from scorebench.data.transforms import augmented_loss
+
+            loss = augmented_loss(loss, transform)
+        return loss
 
     @cached_property
     def settings(self):
@@ -80,8 +87,13 @@ class Components:
 
         if self.is_oracle:
             return OracleScore(self.dataset.distribution)
+        from scorebench.models import MODELS
+
         m = dict(self.spec["model"])
         arch, preset = m.pop("arch"), m.pop("preset")
+        transform = getattr(self.dataset, "transform", None)
+        if transform is not None and transform.space != "unit" and "rescale_input" in MODELS[arch].PRESETS.get(preset, {}):
+            m["rescale_input"] = False  # the authors' networks take rescaled or logit data as they are
         init = torch.Generator().manual_seed(int(self.spec["seed"]))  # initial weights follow the cell seed
         return build_model(arch, shape=self.dataset.shape, sigmas=self.schedule.sigmas, preset=preset,
                            generator=init, **m)  # fmt: skip

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from scorebench.errors import ScorebenchError
+from scorebench.ncsnv2_rules import max_pairwise_distance, ncsnv2_ratio, ncsnv2_step_size
 
 
 @dataclass(frozen=True)
@@ -103,73 +104,6 @@ def explicit_sigmas(sigmas) -> torch.Tensor:
     return s
 
 
-def _std_normal_cdf(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
-
-
-def ncsnv2_ratio(dim: int, target: float = 0.5) -> float:
-    """NCSNv2 technique 2: the ratio γ = σ_{i-1}/σ_i for which Gaussians of adjacent levels overlap.
-
-    Solves Φ(√(2D)(γ-1) + 3γ) - Φ(√(2D)(γ-1) - 3γ) = target by bisection (the left side falls with γ).
-    """
-
-    def overlap(g: float) -> float:
-        a = math.sqrt(2.0 * dim) * (g - 1.0)
-        return _std_normal_cdf(a + 3.0 * g) - _std_normal_cdf(a - 3.0 * g)
-
-    lo, hi = 1.0 + 1e-9, 100.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if overlap(mid) > target:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
-
-
-def ncsnv2_step_size(sigma_min: float, gamma: float, steps_per_level: int) -> float:
-    """NCSNv2 technique 4: ε such that the annealed-Langevin variance ratio at σ_L is ≈ 1.
-
-    f(ε) = (1 - ε/σ_L²)^{2T} (γ² - 2ε/(σ_L² - σ_L²(1-ε/σ_L²)²)) + 2ε/(σ_L² - σ_L²(1-ε/σ_L²)²);
-    solved for f(ε) = 1 on a log grid then refined by bisection.
-    """
-    s2 = sigma_min**2
-    T = int(steps_per_level)
-
-    def f(eps: float) -> float:
-        r = 1.0 - eps / s2
-        denom = s2 - s2 * r * r
-        return (r ** (2 * T)) * (gamma**2 - 2 * eps / denom) + 2 * eps / denom
-
-    grid = [s2 * 10 ** (k / 50.0) for k in range(-500, 0)]  # ε in (1e-10 σ_L², σ_L²)
-    vals = [f(e) - 1.0 for e in grid]
-    best = min(range(len(grid)), key=lambda i: abs(vals[i]))
-    # refine around the best grid point where the sign changes, if it does
-    for i in range(len(grid) - 1):
-        if vals[i] == 0 or vals[i] * vals[i + 1] < 0:
-            lo, hi = grid[i], grid[i + 1]
-            for _ in range(100):
-                mid = 0.5 * (lo + hi)
-                if (f(lo) - 1.0) * (f(mid) - 1.0) <= 0:
-                    hi = mid
-                else:
-                    lo = mid
-            return 0.5 * (lo + hi)
-    return grid[best]
-
-
-def max_pairwise_distance(data: torch.Tensor, max_points: int = 5000) -> float:
-    """Largest Euclidean distance between two training points (NCSNv2 technique 1 sets σ_1 to it)."""
-    x = data.reshape(data.shape[0], -1).double()
-    if x.shape[0] > max_points:  # a deterministic subset keeps this O(max_points²)
-        idx = torch.linspace(0, x.shape[0] - 1, max_points).long()
-        x = x[idx]
-    best = 0.0
-    for chunk in x.split(1024):
-        best = max(best, float(torch.cdist(chunk, x).max()))
-    return best
-
-
 # ---------------------------------------------------------------------------------------------
 
 
@@ -188,6 +122,7 @@ def make_schedule(
     sigmas=None,
     data: torch.Tensor | None = None,
     steps_per_level: int = 100,
+    step_convention: str = "code",
 ) -> Schedule:
     """Build a schedule from its registry name and parameters.
 
@@ -196,10 +131,12 @@ def make_schedule(
         weighting: λ(σ) name (ignored for `none`, whose only level has weight 1).
         sigma: the level of `single`.
         sigma_max, sigma_min, levels: the range of `geometric` and `linear` (`ncsnv2` takes sigma_min);
-            sigma_max may be "auto": the largest pairwise distance of `data` (NCSNv2's σ_1 rule).
+            sigma_max may be "auto": the largest pairwise distance of `data`, exact over all of it (NCSNv2's σ_1 rule).
         sigmas: the list of `explicit`.
         data: training data, needed by `ncsnv2` (σ_1 = largest pairwise distance, γ from its dimension).
         steps_per_level: T of annealed Langevin, used by `ncsnv2`'s step-size rule.
+        step_convention: the sampler's Langevin update form ("code" or "algorithm1", see
+            scorebench/sampling.py); `ncsnv2`'s ε is the rule's minimiser in that form.
     """
     info: dict = {}
     step_size = None
@@ -227,7 +164,7 @@ def make_schedule(
         gamma = ncsnv2_ratio(dim)
         n = max(1, int(math.ceil(math.log(s_max / s_min) / math.log(gamma))) + 1)
         s = geometric_sigmas(s_max, s_min, n) if n > 1 else torch.tensor([s_max], dtype=torch.float64)
-        step_size = ncsnv2_step_size(s_min, gamma, steps_per_level)
+        step_size = ncsnv2_step_size(s_min, gamma, steps_per_level, step_convention)
         info = {"gamma": gamma, "derived_levels": n, "derived_sigma_max": s_max}
     else:
         raise ScorebenchError(f"schedule.kind: unknown {kind!r}; choose one of {list(SCHEDULE_KINDS)}")

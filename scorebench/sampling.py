@@ -11,6 +11,16 @@ so the sample step of the workflow never branches on the method:
 - `pc`: predictor–corrector for the variance-exploding SDE (Song et al. 2021): reverse-diffusion
   predictor between levels plus Langevin corrector steps with the signal-to-noise step size.
 
+The step convention (`step_convention`), i.e. what a step number ε means in every Langevin update:
+- "code" (the default): x ← x + ε·s(x, σ) + √(2ε)·z, the form of the seed tutorial and of both
+  authors' codebases (ermongroup/ncsn runners/anneal_runner.py and ermongroup/ncsnv2
+  models/__init__.py `anneal_Langevin_dynamics`: `x + step_size * grad + noise * sqrt(step_size * 2)`;
+  score_sde's `LangevinCorrector` for pc), so the authors' `step_lr` (NCSN 2e-5, NCSNv2 CIFAR-10
+  6.2e-6) means here what it means there;
+- "algorithm1": x ← x + (ε/2)·s(x, σ) + √ε·z, the NCSN paper's Algorithm 1 as printed (and NCSN's toy
+  runner). With the same noise draws it is the code form at ε/2: the same ε takes half the step.
+Annealed: ε becomes α_i = ε·σ_i²/σ_L² at level i in either form. Every sample job records the form.
+
 All randomness comes from `generator`, device and dtype come from `x_init`, and the loops never
 read values back to the host (the score-evaluation count `nfe` is a Python int), so the same code
 runs unchanged on CPU and GPU, on (B, 2) toy points and (B, C, H, W) images.
@@ -30,6 +40,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from scorebench.errors import ScorebenchError
+from scorebench.ncsnv2_rules import check_step_convention
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -233,6 +244,15 @@ def _check_step_size(step_size) -> float:
     return float(step_size)
 
 
+def langevin_coefficients(step, convention: str):
+    """(drift, diffusion) of x ← x + drift·s + diffusion·z for step number(s) ε in `convention`:
+    code (ε, √(2ε)); algorithm1 (ε/2, √ε). `step` is a float or a tensor of steps."""
+    check_step_convention(convention)
+    if convention == "code":
+        return step, (2 * step) ** 0.5
+    return 0.5 * step, step**0.5
+
+
 # ---------------------------------------------------------------------------------------------
 # samplers
 
@@ -250,8 +270,10 @@ def langevin(
     denoise: bool = False,
     clip=None,
     cuda_graphs: str = "off",
+    step_convention: str = "code",
 ) -> SampleResult:
-    """Plain Langevin dynamics x ← x + (ε/2)·s(x, σ) + √ε·z at one level σ = sigmas[-1].
+    """Plain Langevin dynamics x ← x + ε·s(x, σ) + √(2ε)·z (code form; algorithm1:
+    x ← x + (ε/2)·s(x, σ) + √ε·z) at one level σ = sigmas[-1].
 
     With the exact data score it samples p correctly only within a mode: separated modes are
     never reweighted in finite time, the failure that motivates annealing (Song & Ermon 2019, Fig. 3).
@@ -269,14 +291,17 @@ def langevin(
         cuda_graphs: "off", "auto" (on CUDA, capture one step as a CUDA graph and replay it; run
             eagerly if capture fails) or "on" (as auto, but a failed capture is an error). Ignored
             on CPU. Graph replays draw the same random numbers as eager steps.
+        step_convention: "code" (the authors' codebases, default) or "algorithm1" (NCSN's printed
+            Algorithm 1, half the step for the same ε); see the module docstring.
 
     Returns:
         SampleResult(samples, nfe = n_steps (+1 with denoise), snapshots, graphed).
     """
     eps = _check_step_size(step_size)
+    drift, diffusion = langevin_coefficients(eps, step_convention)
     run = _Run(score_fn, x_init, sigmas, n_steps, generator, snapshot_every, clip, cuda_graphs)
     level = run.sigmas.shape[0] - 1
-    run.set_level(level, drift=0.5 * eps, diffusion=eps**0.5)
+    run.set_level(level, drift=drift, diffusion=diffusion)
     run.repeat(run.langevin_step, n_steps, level)
     if denoise:
         run.denoise()
@@ -308,15 +333,17 @@ def annealed_langevin(
     denoise: bool = False,
     clip=None,
     cuda_graphs: str = "off",
+    step_convention: str = "code",
 ) -> SampleResult:
-    """Annealed Langevin dynamics (NCSN, Song & Ermon 2019, Algorithm 1).
+    """Annealed Langevin dynamics (NCSN, Song & Ermon 2019, Algorithm 1; NCSNv2's Algorithm 1).
 
-    For each level i (largest σ first), T = n_steps steps x ← x + (α_i/2)·s(x, σ_i) + √α_i·z with
+    For each level i (largest σ first), T = n_steps steps x ← x + α_i·s(x, σ_i) + √(2α_i)·z (code
+    form, the authors' `anneal_Langevin_dynamics`; algorithm1: x ← x + (α_i/2)·s + √α_i·z) with
     α_i = ε·σ_i²/σ_L². Large σ first lets the chain cross between modes while they still overlap,
     so mode weights come out right; the optional final denoising step follows NCSNv2.
 
     Args:
-        score_fn, x_init, generator, snapshot_every, clip, cuda_graphs: as in `langevin`.
+        score_fn, x_init, generator, snapshot_every, clip, cuda_graphs, step_convention: as in `langevin`.
         sigmas: (L,) descending levels (σ_L = 0 allowed: then α_i = ε at every level).
         n_steps: T, steps per level.
         step_size: ε, the step at the smallest level.
@@ -328,9 +355,9 @@ def annealed_langevin(
     alphas = annealed_step_sizes(sigmas, step_size)
     run = _Run(score_fn, x_init, sigmas, n_steps, generator, snapshot_every, clip, cuda_graphs)
     alphas = alphas.to(device=run.x.device, dtype=run.x.dtype)
-    half_alphas, noise_scales = 0.5 * alphas, alphas.sqrt()  # every level's coefficients, made once
+    drifts, noise_scales = langevin_coefficients(alphas, step_convention)  # every level's, made once
     for level in range(run.sigmas.shape[0]):
-        run.set_level(level, drift=half_alphas[level], diffusion=noise_scales[level])
+        run.set_level(level, drift=drifts[level], diffusion=noise_scales[level])
         run.repeat(run.langevin_step, n_steps, level)
     if denoise:
         run.denoise()
@@ -351,6 +378,7 @@ def pc(
     clip=None,
     cuda_graphs: str = "off",
     snr: float = 0.16,
+    step_convention: str = "code",
 ) -> SampleResult:
     """Predictor–corrector sampling of the variance-exploding SDE (Song et al. 2021, Alg. 2 & 4).
 
@@ -358,8 +386,9 @@ def pc(
     a reverse-diffusion predictor step to σ_{i+1}:
     x ← x + (σ_i² − σ_{i+1}²)·s(x, σ_i) + √(σ_i² − σ_{i+1}²)·z. `n_steps = 0` is predictor only.
 
-    The corrector step is x ← x + ε·s + √(2ε)·z with ε = 2·(snr·‖z‖/‖s‖)², the norms averaged over
-    the batch as in the authors' code (score_sde `LangevinCorrector`). A per-sample ε would depend on
+    The corrector step is x ← x + ε·s + √(2ε)·z (code form; algorithm1: x ← x + (ε/2)·s + √ε·z) with
+    ε = 2·(snr·‖z‖/‖s‖)², the norms averaged over the batch as in the authors' code (score_sde
+    `LangevinCorrector`, which uses the code form). A per-sample ε would depend on
     x and bias the chain: its continuous-time limit has stationary density ∝ p(x)/ε(x) ∝ p·‖∇log p‖²,
     which vanishes at the modes; a step shared by the whole batch keeps p stationary.
 
@@ -371,6 +400,8 @@ def pc(
         step_size: unused (the corrector sets its own from `snr`); accepted for the shared signature.
         denoise: finish with x + σ_L²·s(x, σ_L) — the noise-free last predictor step to σ = 0.
         snr: target signal-to-noise ratio r of the corrector (0.16 for CIFAR-10 in Song et al. 2021).
+        step_convention: the corrector's update form, as in `langevin` (the predictor is not a
+            Langevin step and is the same in both).
 
     Returns:
         SampleResult(samples, nfe = L·n_steps + (L − 1) (+1 with denoise), snapshots, graphed); a step is
@@ -378,6 +409,7 @@ def pc(
     """
     if not float(snr) > 0:
         raise ScorebenchError(f"sampler snr: must be > 0, got {snr}")
+    code_form = check_step_convention(step_convention) == "code"
     run = _Run(score_fn, x_init, sigmas, n_steps, generator, snapshot_every, clip, cuda_graphs)
     s64 = run.sigmas64
     drops = (s64[:-1] ** 2 - s64[1:] ** 2).to(device=run.x.device, dtype=run.x.dtype)  # σ_i² − σ_{i+1}²
@@ -386,14 +418,19 @@ def pc(
     tiny = torch.finfo(run.x.dtype).tiny
 
     def corrector_step():
-        # ε = 2 (r ‖z‖ / ‖s‖)², norms averaged over the batch; drift ε, diffusion √(2ε)
+        # ε = 2 (r ‖z‖ / ‖s‖)², norms averaged over the batch; code: drift ε, diffusion √(2ε);
+        # algorithm1: drift ε/2, diffusion √ε
         grad = run.score()
         z = run.noise()
         grad_norm = torch.linalg.vector_norm(grad.reshape(run.batch, -1), dim=1).mean()
         noise_norm = torch.linalg.vector_norm(z.reshape(run.batch, -1), dim=1).mean()
         torch.div(noise_norm, grad_norm.clamp_min_(tiny), out=run.drift)
         run.drift.square_().mul_(snr2x2)
-        torch.mul(run.drift, 2.0, out=run.diffusion).sqrt_()
+        if code_form:
+            torch.mul(run.drift, 2.0, out=run.diffusion).sqrt_()
+        else:
+            torch.sqrt(run.drift, out=run.diffusion)
+            run.drift.mul_(0.5)
         run.x.addcmul_(grad, run.drift)
         run.x.addcmul_(z, run.diffusion)
         run.clamp()
@@ -473,12 +510,13 @@ def initial_samples(
 
 def chain_starts(dataset, n: int, *, kind: str, sigma_max: float, generator, device) -> torch.Tensor:
     """Where a sample job's chains start: N(0, σ_1²) for pc (the VE SDE prior); else uniform over
-    [0, 1] for images (NCSN) and over the training data's bounding box (+20 % margin) for toys."""
+    [0, 1] for images (NCSN; mapped into the data set's model space when it is rescaled or
+    logit-transformed) and over the training data's bounding box (+20 % margin) for toys."""
     if kind == "pc" and sigma_max > 0:
         return initial_samples(dataset.shape, n, "gaussian", sigma=sigma_max, generator=generator, device=device)
     u = initial_samples(dataset.shape, n, "uniform", generator=generator, device=device)
-    if dataset.kind == "image":
-        return u
+    if dataset.kind == "image":  # U[0, 1] images, in the data set's model space (data/transforms.py)
+        return dataset.to_model(u) if hasattr(dataset, "to_model") else u
     lo = dataset.train.min(0).values.to(device)
     hi = dataset.train.max(0).values.to(device)
     pad = 0.2 * (hi - lo)
@@ -494,5 +532,6 @@ __all__ = [
     "get_sampler",
     "initial_samples",
     "langevin",
+    "langevin_coefficients",
     "pc",
 ]

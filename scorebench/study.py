@@ -121,7 +121,7 @@ class Study:
             return "the oracle of an image dataset (its empirical score) exists only for σ > 0"
         if model["scale_by_sigma"] is True and sch["kind"] == "none":
             return "model scale_by_sigma divides by σ, but schedule kind is `none`"
-        if model["arch"] in ("unet", "ncsn") and ds["kind"] in TOY_DATASETS:
+        if model["arch"] in ("unet", "ncsn", "ncsnv2") and ds["kind"] in TOY_DATASETS:
             return f"model arch {model['arch']} needs images, but the dataset is a toy (vectors)"
         return None
 

@@ -98,28 +98,32 @@ MU = [2.0, -1.0, 0.5, 3.0]
 S = 0.5
 
 
+@pytest.mark.parametrize("convention", ["code", "algorithm1"])
 @pytest.mark.parametrize("denoise", [False, True])
-def test_annealed_langevin_matches_gaussian_recursion(gen, denoise):
-    """Mean and variance after NCSN Alg. 1 on N(μ, s²I), from the exact linear recursion.
+def test_annealed_langevin_matches_gaussian_recursion(gen, denoise, convention):
+    """Mean and variance after annealed Langevin on N(μ, s²I), from the exact linear recursion.
 
-    Per step at level i (v_i = s² + σ_i², α_i = ε σ_i²/σ_L²): m ← μ + r(m − μ), V ← r²V + α_i with
-    r = 1 − α_i/(2v_i); denoising maps x ↦ μ + c(x − μ), c = s²/v_L. T is short, so the answer is
-    far from the stationary one and depends on every α_i.
+    Per step at level i (v_i = s² + σ_i², α_i = ε σ_i²/σ_L²): m ← μ + r(m − μ), V ← r²V + q with
+    code form r = 1 − α_i/v_i, q = 2α_i; Algorithm-1 form r = 1 − α_i/(2v_i), q = α_i; denoising
+    maps x ↦ μ + c(x − μ), c = s²/v_L. T is short, so the answer is far from the stationary one and
+    depends on every α_i.
     """
     dist = gaussian(MU, S)
     sigmas = geometric_sigmas(3.0, 0.1, 5)
-    eps, T, n = 0.01, 20, 4000
+    eps, T, n = (0.01 if convention == "algorithm1" else 0.005), 20, 4000  # the same move in both forms
     x0 = initial_samples((4,), n, "gaussian", sigma=2.0, generator=gen)
     res = annealed_langevin(
-        lambda x, s: dist.score(x, s), x0, sigmas, n_steps=T, step_size=eps, generator=gen, denoise=denoise
+        lambda x, s: dist.score(x, s), x0, sigmas, n_steps=T, step_size=eps, generator=gen, denoise=denoise,
+        step_convention=convention,
     )
     mu = torch.tensor(MU, dtype=torch.float64)
     m, V = torch.zeros(4, dtype=torch.float64), 4.0
     for sig in sigmas.tolist():
         alpha = eps * sig**2 / sigmas[-1].item() ** 2
-        r = 1 - alpha / (2 * (S**2 + sig**2))
+        drift, q = (alpha, 2 * alpha) if convention == "code" else (alpha / 2, alpha)
+        r = 1 - drift / (S**2 + sig**2)
         for _ in range(T):
-            m, V = mu + r * (m - mu), r * r * V + alpha
+            m, V = mu + r * (m - mu), r * r * V + q
     assert abs(V / (S**2 + sigmas[-1].item() ** 2) - 1) > 0.1  # not yet stationary: the test sees every step
     if denoise:
         c = S**2 / (S**2 + sigmas[-1].item() ** 2)
@@ -233,11 +237,13 @@ def test_snapshots_every_k_steps(gen):
 # the in-place loop against the update rules written out
 
 
-def reference_chain(name, score, x, sigmas, T, eps, g, snr=0.16, clip=(-4.0, 4.0)):
+def reference_chain(name, score, x, sigmas, T, eps, g, snr=0.16, clip=(-4.0, 4.0), convention="code"):
     """Each sampler's update rule in plain out-of-place torch, drawing z = randn(x.shape) from `g`
-    after each score evaluation (the documented stream order), then the denoising step."""
+    after each score evaluation (the documented stream order), then the denoising step. Code form
+    x + e·s + √(2e)·z; Algorithm-1 form x + (e/2)·s + √e·z."""
     s = [float(v) for v in sigmas]
     x = x.clone()
+    half = convention == "algorithm1"
 
     def step(x, sigma, drift, diffusion, z=None):
         grad = score(x, torch.full((x.shape[0],), sigma))
@@ -246,27 +252,29 @@ def reference_chain(name, score, x, sigmas, T, eps, g, snr=0.16, clip=(-4.0, 4.0
 
     if name == "langevin":
         for _ in range(T):
-            x = step(x, s[-1], 0.5 * eps, eps**0.5)
+            x = step(x, s[-1], 0.5 * eps, eps**0.5) if half else step(x, s[-1], eps, (2 * eps) ** 0.5)
     elif name == "annealed_langevin":
         for sig in s:
             alpha = eps * sig**2 / s[-1] ** 2
             for _ in range(T):
-                x = step(x, sig, 0.5 * alpha, alpha**0.5)
+                x = step(x, sig, 0.5 * alpha, alpha**0.5) if half else step(x, sig, alpha, (2 * alpha) ** 0.5)
     else:
         for i, sig in enumerate(s):
             for _ in range(T):
                 grad = score(x, torch.full((x.shape[0],), sig))
                 z = torch.randn(x.shape, generator=g)
                 e = 2 * (snr * z.flatten(1).norm(dim=1).mean() / grad.flatten(1).norm(dim=1).mean()) ** 2
-                x = (x + e * grad + (2 * e) ** 0.5 * z).clamp(*clip)
+                x = (x + e / 2 * grad + e**0.5 * z) if half else (x + e * grad + (2 * e) ** 0.5 * z)
+                x = x.clamp(*clip)
             if i + 1 < len(s):
                 drop = sig**2 - s[i + 1] ** 2
                 x = step(x, sig, drop, drop**0.5)
     return (x + s[-1] ** 2 * score(x, torch.full((x.shape[0],), s[-1]))).clamp(*clip)
 
 
+@pytest.mark.parametrize("convention", ["code", "algorithm1"])
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
-def test_in_place_loop_matches_the_update_rule(name):
+def test_in_place_loop_matches_the_update_rule(name, convention):
     """Same generator, same numbers: the preallocated, in-place loop is the textbook recursion (up to
     float32 rounding: addcmul fuses a multiply-add), on the same random stream."""
     mix = gmm_2mode_mixture()
@@ -276,8 +284,9 @@ def test_in_place_loop_matches_the_update_rule(name):
     got = SAMPLERS[name](
         score, x0, sigmas, n_steps=15, step_size=0.05, generator=torch.Generator().manual_seed(7),
         denoise=True, clip=(-4.0, 4.0), cuda_graphs="auto",  # graphs fall back silently on a CPU
+        step_convention=convention,
     )  # fmt: skip
-    want = reference_chain(name, score, x0, sigmas, 15, 0.05, torch.Generator().manual_seed(7))
+    want = reference_chain(name, score, x0, sigmas, 15, 0.05, torch.Generator().manual_seed(7), convention=convention)
     assert not got.graphed
     assert torch.allclose(got.samples, want, rtol=0, atol=1e-4), (got.samples - want).abs().max()
     assert not torch.allclose(got.samples, x0, atol=0.1)  # the chains moved

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from scorebench.data.mixture import IsotropicGaussianMixture
+from scorebench.data.transforms import ImageTransform  # noqa: F401 (the annotation)
 
 
 @dataclass
@@ -28,6 +29,8 @@ class Dataset:
         info: provenance (source file, scaling, seed).
         train_labels, test_labels: class labels where the source has them (they train the
             dataset-specific feature network used for FID on small images); None otherwise.
+        transform: images only: the pipeline options (data/transforms.py). `train` and `test` are in
+            its model space; `to_unit` maps samples back to images in [0, 1], `to_model` the other way.
     """
 
     name: str
@@ -38,6 +41,15 @@ class Dataset:
     info: dict = field(default_factory=dict)
     train_labels: torch.Tensor | None = None
     test_labels: torch.Tensor | None = None
+    transform: "ImageTransform | None" = None
+
+    def to_model(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] (or toy points) -> the space `train` lives in."""
+        return x if self.transform is None else self.transform.to_model(x)
+
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Samples in model space -> images in [0, 1] (toy points and untransformed images: as they are)."""
+        return x if self.transform is None else self.transform.to_unit(x)
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -7,6 +7,8 @@ Every loader returns (C, H, W) float32 images scaled to [0, 1] and a documented 
 - `npz`: an array `x` (and optionally `x_test`) in a .npz file; uint8 / 255 or float already in [0, 1].
 - `image_folder`: PNG/JPG files found recursively; uint8 / 255.
 `max_train` / `max_test` keep the first N of each split, so small studies are a deterministic subset.
+The authors' pipeline options (uniform dequantisation, random flip, logit transform, [−1, 1]
+rescaling) are dataset options too: see data/transforms.py for where each one acts.
 
 The exact score that image score error is measured against is that of the perturbed empirical
 training distribution, p_σ = (1/N) Σ_i N(x_i, σ² I), exact for σ > 0 (Vincent 2011; NCSN Sec. 3).
@@ -23,6 +25,7 @@ import torch
 from scorebench.data.base import Dataset
 from scorebench.data.mixture import IsotropicGaussianMixture
 from scorebench.data.registry import CELEBA_DEFAULT_SIZE, IMAGE_SUFFIXES
+from scorebench.data.transforms import ImageTransform
 from scorebench.errors import ScorebenchError
 
 # registry name -> (torchvision class, folder under root that holds its files)
@@ -49,6 +52,10 @@ def load_image_dataset(
     path=None,
     image_size: int | None = None,
     channels: int | None = None,
+    uniform_dequantization: bool = False,
+    random_flip: bool = False,
+    logit_transform: bool = False,
+    rescaled: bool = False,
 ) -> Dataset:
     """Load an image dataset as a fixed split scaled to [0, 1].
 
@@ -63,12 +70,20 @@ def load_image_dataset(
         path: the .npz file (npz) or the image folder (image_folder).
         image_size: output side length: celeba (default 32) and image_folder (default: keep the size).
         channels: image_folder only: 1 or 3 (default: from the first image's mode).
+        uniform_dequantization, random_flip, logit_transform, rescaled: the authors' pipeline
+            options (data/transforms.py): the last two set the model space `train` and `test` are
+            returned in; the first two are redrawn per training minibatch.
 
     Returns:
         A `Dataset` of kind "image" whose `distribution` is the zero-bandwidth mixture over the
-        training images and whose `info` records source, scaling, split and sizes.
+        training images (in model space), whose `transform` holds the pipeline options and whose
+        `info` records source, scaling, split, sizes and the options.
     """
     _check_options(name, path=path, image_size=image_size, channels=channels)
+    transform = ImageTransform(
+        uniform_dequantization=uniform_dequantization, random_flip=random_flip,
+        logit_transform=logit_transform, rescaled=rescaled,
+    )  # fmt: skip
     limits = (_limit("max_train", max_train), _limit("max_test", max_test))
     labels = (None, None)
     if name == "digits":
@@ -82,8 +97,10 @@ def load_image_dataset(
     else:
         raise ScorebenchError(f"dataset: {name!r} is not an image dataset; choose one of {_IMAGE_NAMES}")
     info = {**info, "n_train": int(train.shape[0]), "n_test": int(test.shape[0]), "shape": list(train.shape[1:])}
+    info["transform"] = transform.as_dict()
+    train, test = transform.to_model(train), transform.to_model(test)
     distribution = IsotropicGaussianMixture(train, stds=0.0)
-    return Dataset(name, "image", train, test, distribution, info, *labels)
+    return Dataset(name, "image", train, test, distribution, info, *labels, transform=transform)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -163,14 +163,14 @@ def reference_job(spec: dict, out_dir) -> None:
                 "use `extractor: inception` with `inception_weights: PATH`"
             )
         net = train_feature_net(
-            dataset.train, dataset.train_labels, name=name, steps=fid["feature_net_steps"],
+            dataset.to_unit(dataset.train), dataset.train_labels, name=name, steps=fid["feature_net_steps"],
             seed=derive_seed(0, "feature_net", name),
         )  # fmt: skip
         net_path = out_dir / "feature_net.pt"
         info["feature_net_sha256"] = save_feature_net(net, net_path)
         info["feature_net_path"] = str(net_path)
         info["feature_net_heldout_accuracy"] = float(net.info.get("heldout_accuracy", float("nan")))
-    reference = dataset.train[: fid["n_reference"]]
+    reference = dataset.to_unit(dataset.train[: fid["n_reference"]])  # images in [0, 1], as samples are written
     info["n_reference"] = int(reference.shape[0])
     info["cache_name"] = reference_features(
         reference, cache_root=out_dir / "cache", cache_name=name, extractor=fid["extractor"],

@@ -48,6 +48,7 @@ def sample_job(spec: dict, model_path, out_path) -> dict:
     score_fn = score_fn_on(model, device, amp=amp, channels_last=channels_last)
     n = int(sampling["n_samples"])
     opts = {"snr": sampler["snr"]} if sampler["kind"] == "pc" else {}
+    convention = sampler.get("step_convention", "code")  # the update form ε is meant in (sampling.py)
     every = 0
     if sampling["snapshots"] > 0:  # only chunk 0 keeps snapshots (the GIF shows its first chains)
         every = max(1, schedule.levels * max(1, sampler["n_steps"]) // int(sampling["snapshots"]))
@@ -64,12 +65,14 @@ def sample_job(spec: dict, model_path, out_path) -> dict:
         x0 = chain_starts(dataset, m, kind=sampler["kind"], sigma_max=float(sigmas[0]), generator=g, device=device)
         out = run(
             score_fn, x0, sigmas, n_steps=sampler["n_steps"], step_size=eps, generator=g,
-            snapshot_every=every if k == 0 else 0, denoise=sampler["denoise"], cuda_graphs=cuda_graphs, **opts,
+            snapshot_every=every if k == 0 else 0, denoise=sampler["denoise"], cuda_graphs=cuda_graphs,
+            step_convention=convention, **opts,
         )  # fmt: skip
-        samples = out.samples.float().cpu().numpy()  # the chunk's one wait for the device
+        # images back in [0, 1] where the model space is rescaled or logit (data/transforms.py)
+        samples = dataset.to_unit(out.samples).float().cpu().numpy()  # the chunk's one wait for the device
         extra = {}
         if out.snapshots:
-            extra["snapshots"] = np.stack([s[2][:SNAPSHOT_CHAINS].float().numpy() for s in out.snapshots])
+            extra["snapshots"] = np.stack([dataset.to_unit(s[2][:SNAPSHOT_CHAINS]).float().numpy() for s in out.snapshots])
             extra["snapshot_level"] = np.array([s[0] for s in out.snapshots])
             extra["snapshot_step"] = np.array([s[1] for s in out.snapshots])
         return samples, {"nfe": out.nfe, "graphed": out.graphed}, extra
@@ -79,11 +82,12 @@ def sample_job(spec: dict, model_path, out_path) -> dict:
     wall = sum(info["wall_s"] for info in infos)  # the whole draw's cost, over every run that drew a chunk
     finite = np.isfinite(samples).all(axis=tuple(range(1, samples.ndim)))
     meta = {
-        "nfe": int(infos[0]["nfe"]), "step_size": eps, "wall_s": wall, "n_samples": n,
+        "nfe": int(infos[0]["nfe"]), "step_size": eps, "step_convention": convention, "wall_s": wall, "n_samples": n,
         "n_nonfinite": int((~finite).sum()), "device": device_description(device),
         "chunk_size": size, "n_chunks": drawn["n_chunks"], "resumed_chunks": drawn["resumed_chunks"],
         "samples_per_s": n / max(wall, 1e-9), "amp": amp, "channels_last": channels_last,
         "cuda_graphs": cuda_graphs, "cuda_graphs_used": any(info["graphed"] for info in infos),
+        "model_space": dataset.transform.space if dataset.transform is not None else "data",
     }  # fmt: skip
     write_npz(out_path, samples=samples, meta=np.array(json.dumps(meta)), **drawn["snapshots"])
     shutil.rmtree(chunk_dir, ignore_errors=True)

@@ -14,12 +14,14 @@ from scorebench.data.mixture import IsotropicGaussianMixture
 from scorebench.errors import ScorebenchError
 from scorebench.models.mlp import ACTIVATIONS, ScoreMLP
 from scorebench.models.ncsn import ScoreNCSN, check_sigmas
+from scorebench.models.ncsnv2 import ScoreNCSNv2
+from scorebench.models.norms import CHANNEL_VARS
 from scorebench.models.oracle import OracleScore
 from scorebench.models.unet import ScoreUNet
 
 # Each entry is a class with a PRESETS table and a check_shape(shape) -> reason-or-None; a class with
 # NEEDS_SIGMAS = True conditions on the σ level index, so it is built for (and records) one σ list.
-MODELS = {"mlp": ScoreMLP, "ncsn": ScoreNCSN, "unet": ScoreUNet}
+MODELS = {"mlp": ScoreMLP, "ncsn": ScoreNCSN, "ncsnv2": ScoreNCSNv2, "unet": ScoreUNet}
 
 def _check_shape(arch: str, shape) -> tuple[int, ...]:
     try:
@@ -40,6 +42,10 @@ def _check_value(arch: str, key: str, value, default):
     if key == "activation":
         if value not in ACTIVATIONS:
             raise ScorebenchError(f"{where}: unknown {value!r}; choose one of {sorted(ACTIVATIONS)} (smooth only)")
+        return value
+    if key == "channel_var":
+        if value not in CHANNEL_VARS:
+            raise ScorebenchError(f"{where}: unknown {value!r}; choose one of {list(CHANNEL_VARS)}")
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -77,13 +83,13 @@ def build_model(
 
     Args:
         arch: a key of MODELS ("mlp" for vectors, any shape flattened; "unet" for (C, H, W);
-            "ncsn" for (C, H, W), NCSN's RefineNet).
+            "ncsn" for (C, H, W), NCSN's RefineNet; "ncsnv2" for (C, H, W), NCSNv2's).
         shape: per-sample data shape, e.g. (2,) or (1, 28, 28).
         sigmas: the schedule's σ list; checked against `scale_by_sigma` (σ = 0 refused). None skips
             the check (rebuilding an mlp or unet from a checkpoint): their σ embedding never depends
             on it. ncsn needs it (one conditioning row per level) and keeps it in `.config`.
         preset: a key of the arch's PRESETS (mlp: tiny/small/medium; unet: tiny/small/base;
-            ncsn: tiny/mnist/cifar10/celeba).
+            ncsn: tiny/mnist/cifar10/celeba; ncsnv2: tiny/cifar10/celeba/church/ffhq).
         generator: draws the initial weights (built under a forked CPU RNG seeded from it, so the
             global RNG is untouched). Pass one seeded from the cell's seed; None draws the seed from
             the global RNG (as torch's layers do), so only `torch.manual_seed` makes it repeatable.
@@ -149,6 +155,9 @@ def model_from_config(config: dict, *, distribution: IsotropicGaussianMixture | 
     shape = cfg.pop("shape")
     preset = cfg.pop("preset", "tiny")
     sigmas = cfg.pop("sigmas", None)  # only index-conditioned archs (ncsn) record their σ list
+    # a config written before a hyper-parameter existed meant the behaviour of that time, not today's default
+    for key, value in getattr(MODELS.get(arch), "LEGACY_DEFAULTS", {}).items():
+        cfg.setdefault(key, value)
     return build_model(arch, shape=shape, sigmas=sigmas, preset=preset, **cfg)
 
 
@@ -162,6 +171,7 @@ __all__ = [
     "OracleScore",
     "ScoreMLP",
     "ScoreNCSN",
+    "ScoreNCSNv2",
     "ScoreUNet",
     "build_model",
     "build_oracle",

@@ -2,10 +2,10 @@
 
 Written from the paper's description, so a study can train the architecture its NCSN numbers came
 from rather than a stand-in. The pieces, and why each is there:
-- Conditional instance normalisation++ (CondInstanceNorm++) in place of every normalisation: each
-  σ level i has its own γ, β, α per channel, which is how the network is told the noise level.
-  Plain instance norm removes each channel's mean, and with it the image's colour shifts; the
-  "++" term α·(μ_k − m)/v puts back where each channel mean sits among the others.
+- Conditional instance normalisation++ (CondInstanceNorm++, models/norms.py) in place of every
+  normalisation: each σ level i has its own γ, β, α per channel, which is how the network is told
+  the noise level. Plain instance norm removes each channel's mean, and with it the image's colour
+  shifts; the "++" term α·(μ_k − m)/v puts back where each channel mean sits among the others.
 - Four stages of two residual blocks (widths ngf, 2ngf, 2ngf, 2ngf); only stage 2 halves the
   resolution, stages 3 and 4 use dilation 2 and 4 instead, so the receptive field grows without
   losing the spatial detail a score (one value per pixel) needs.
@@ -31,39 +31,8 @@ from torch import nn
 
 from scorebench.errors import ScorebenchError
 from scorebench.models.mlp import ACTIVATIONS, SIGMA_FLOOR
+from scorebench.models.norms import CondInstanceNormPP, check_channel_var
 from scorebench.tensors import as_sigma_batch, per_sample
-
-NORM_EPS = 1e-5
-
-
-class CondInstanceNormPP(nn.Module):
-    """z = γ_i ⊙ ((x − μ)/s + α_i ⊙ (μ − m)/v) + β_i, with μ, s the per-channel mean and std over pixels,
-    m, v the mean and std of μ over channels, and (γ_i, α_i, β_i) the rows of σ level i.
-
-    Statistics are taken per sample, so a sample's score never depends on the rest of its batch.
-    The std over channels is the population one (the reference code's unbiased one is undefined
-    for a single channel). γ and α start near 1 and β at 0, so at initialisation every level sees
-    plain instance norm plus the channel-mean term.
-    """
-
-    def __init__(self, channels: int, levels: int):
-        super().__init__()
-        self.channels = channels
-        self.embed = nn.Embedding(levels, 3 * channels)
-        with torch.no_grad():
-            self.embed.weight[:, : 2 * channels].normal_(1.0, 0.02)
-            self.embed.weight[:, 2 * channels :].zero_()
-
-    def forward(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-        # bf16 (autocast) sums over H·W pixels lose digits: take statistics in at least float32
-        xf = x.to(torch.promote_types(x.dtype, torch.float32))
-        mu = xf.mean(dim=(2, 3), keepdim=True)  # (B, C, 1, 1)
-        h = (xf - mu) * torch.rsqrt(xf.var(dim=(2, 3), keepdim=True, correction=0) + NORM_EPS)
-        m = mu.mean(dim=1, keepdim=True)
-        mu_hat = (mu - m) * torch.rsqrt(mu.var(dim=1, keepdim=True, correction=0) + NORM_EPS)
-        gamma, alpha, beta = self.embed(level)[:, :, None, None].to(xf.dtype).chunk(3, dim=1)
-        return gamma * (h + alpha * mu_hat) + beta
-
 
 def conv3x3(c_in: int, c_out: int, *, dilation: int = 1, bias: bool = True) -> nn.Conv2d:
     """3x3 convolution that keeps the spatial size (padding = dilation)."""
@@ -192,6 +161,10 @@ class ScoreNCSN(nn.Module):
         ngf: base width (ngf, then 2·ngf after stage 1); the paper uses 128 for CIFAR-10 and CelebA,
             64 for MNIST.
         activation: one of ACTIVATIONS; the paper's is ELU.
+        channel_var: "unbiased" (the authors' torch.var) or "population": the variance of the channel
+            means in CondInstanceNorm++ (models/norms.py).
+        rescale_input: map inputs from [0, 1] to [-1, 1] first (the authors' networks do unless the
+            data are rescaled or logit-transformed already).
         scale_by_sigma: return s(x, σ)/σ (NCSNv2 technique 3, Song & Ermon 2020; the original NCSN
             does not scale); σ must be > 0.
     """
@@ -199,12 +172,14 @@ class ScoreNCSN(nn.Module):
     # Parameter counts with 10 σ levels, shape (3, H, W): tiny 519,395; mnist 7,640,963; cifar10 30,117,635
     # (the reference code's CondRefineNetDilated); shape (1, H, W): mnist 7,638,657. Independent of H and W.
     # celeba = cifar10: NCSN trains CelebA at 32x32 (centre crop 140, resized), with ngf 128.
+    # channel_var "unbiased" and rescale_input true are the authors' (see norms.py and `forward`).
     PRESETS = {
-        "tiny": {"ngf": 16, "activation": "elu", "scale_by_sigma": False},
-        "mnist": {"ngf": 64, "activation": "elu", "scale_by_sigma": False},
-        "cifar10": {"ngf": 128, "activation": "elu", "scale_by_sigma": False},
-        "celeba": {"ngf": 128, "activation": "elu", "scale_by_sigma": False},
+        name: {"ngf": ngf, "activation": "elu", "scale_by_sigma": False, "channel_var": "unbiased", "rescale_input": True}
+        for name, ngf in (("tiny", 16), ("mnist", 64), ("cifar10", 128), ("celeba", 128))
     }
+    # What a stored config that predates a key meant: model.pt files written before channel_var existed
+    # were trained with the population variance of the channel means.
+    LEGACY_DEFAULTS = {"channel_var": "population", "rescale_input": True}
     NEEDS_SIGMAS = True  # build_model passes the schedule's σ list and stores it in .config
 
     @staticmethod
@@ -216,10 +191,11 @@ class ScoreNCSN(nn.Module):
             return "needs H and W >= 2 (one 2x subsampling)"
         return None
 
-    def __init__(self, shape, *, sigmas, ngf, activation, scale_by_sigma):
+    def __init__(self, shape, *, sigmas, ngf, activation, scale_by_sigma, channel_var="unbiased", rescale_input=True):
         super().__init__()
         self.shape = tuple(shape)
         self.scale_by_sigma = bool(scale_by_sigma)
+        self.rescale_input = bool(rescale_input)
         levels = len(sigmas)
         # Not persistent: `.config["sigmas"]` rebuilds it, so the state dict holds weights only
         # (packed training restores members from their parameters alone).
@@ -243,6 +219,10 @@ class ScoreNCSN(nn.Module):
         self.norm_out = CondInstanceNormPP(a, levels)
         self.act = act
         self.conv_out = nn.Conv2d(a, c_img, 3, padding=1)
+        check_channel_var(channel_var)
+        for m in self.modules():
+            if isinstance(m, CondInstanceNormPP):
+                m.channel_var = channel_var
 
     def level_index(self, sigma: torch.Tensor) -> torch.Tensor:
         """(B,) σ -> (B,) index of the nearest level of `self.sigmas` in log σ (σ = 0 reads as 1e-4)."""
@@ -254,7 +234,9 @@ class ScoreNCSN(nn.Module):
         """Score estimate with x's shape; sigma is (B,) (a float or 0-d tensor is broadcast)."""
         sigma = as_sigma_batch(sigma, x)
         level = self.level_index(sigma)
-        h = self.conv_in(2 * x - 1)  # data are in [0, 1]; the network sees [-1, 1], as NCSN's did
+        # data in [0, 1] are seen in [-1, 1], as by the authors' networks; data already rescaled or
+        # logit-transformed (dataset options) go in as they are, as theirs do
+        h = self.conv_in(2 * x - 1 if self.rescale_input else x)
         skips = []
         for stage in (self.res1, self.res2, self.res3, self.res4):
             for block in stage:
