@@ -36,7 +36,7 @@ def job_specs(study) -> dict:
     for d in study.preset_names("datasets"):
         if not study.is_toy(d):
             specs[f"reference/{d}"] = study.reference_spec(d)
-    if study.study_figures or study.animations:
+    if study.paper_figures:
         specs["study_figures"] = study.study_figures_spec()
     return specs
 

@@ -65,13 +65,13 @@ def cmd_reference_stats(args):
 def cmd_aggregate(args):
     from scorebench.jobs.report import aggregate_job
 
-    aggregate_job(args.inputs, args.out, train_logs=args.train_logs, tables_dir=args.tables)
+    aggregate_job(args.inputs, args.out, train_logs=args.train_logs)
 
 
 def cmd_figures(args):
     from scorebench.jobs.report import figures_job
 
-    figures_job(args.table, args.out_dir, curves=args.curves, samples=args.samples)
+    figures_job(args.table, args.out_dir, tables_dir=args.tables, curves=args.curves, samples=args.samples)
 
 
 def cmd_score_field(args):
@@ -156,17 +156,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--spec", required=True)
     sp.add_argument("--out-dir", required=True)
 
-    sp = verb("aggregate", cmd_aggregate, "merge per-job tables into the study table and summaries")
+    sp = verb("aggregate", cmd_aggregate, "merge per-job tables into the study table and training curves")
     sp.add_argument("--inputs", nargs="+", required=True, help="per-job .parquet files")
     sp.add_argument("--train-logs", nargs="*", default=[], help="train_log.jsonl files (training curves)")
     sp.add_argument("--out", required=True, help="study metrics.parquet (a .csv is written beside it)")
-    sp.add_argument("--tables", required=True, help="folder for Markdown/LaTeX summary tables")
 
-    sp = verb("figures", cmd_figures, "seaborn figures from the study table")
+    sp = verb("figures", cmd_figures, "every study's figures and summary tables, from the study table")
     sp.add_argument("--table", required=True)
     sp.add_argument("--curves", default=None, help="training-curves parquet")
     sp.add_argument("--samples", nargs="*", default=[], help="samples .npz files for sample grids")
     sp.add_argument("--out-dir", required=True)
+    sp.add_argument("--tables", required=True, help="folder for the Markdown/LaTeX summary tables")
 
     sp = verb("score-field", cmd_score_field, "a 2-D toy cell's score and the exact score on a grid (.npz)")
     sp.add_argument("--spec", required=True)

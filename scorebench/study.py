@@ -13,19 +13,16 @@ import copy
 import itertools
 from dataclasses import dataclass
 
+from scorebench import report
 from scorebench.checks import check_config, check_study
 from scorebench.config_file import read_config
-from scorebench.data.registry import MIXTURE_DATASETS, TOY_DATASETS, dataset_dim
+from scorebench.data.registry import TOY_DATASETS, dataset_dim
 from scorebench.errors import ScorebenchError
 from scorebench.layout import member_dir
 from scorebench.schema import validate_config
 
 # Toys (TOY_DATASETS): vectors with a closed-form score; an MLP by default, no FID reference. gmm_nd
 # may have any dimension, so the 2-D-only figures (score fields, the animation) ask `is_2d_toy`.
-# Paper figures (scorebench/study_figures.py names their files) are off unless `figures:` asks.
-FIGURE_DEFAULTS = {
-    "score_fields": False, "mode_weights": False, "sampler_nfe": False, "levels": False, "objectives": False, "animation": False, "grid_size": 64, "fps": 8,
-}  # fmt: skip
 
 # Defaults of the keys a study may leave out live in the schema only (scorebench/schema.py says how
 # per-dataset overrides stay partial); they are filled in when the config is read and written into
@@ -294,32 +291,32 @@ class Study:
                     f"but dataset {dataset} uses {arch}"
                 )
 
-    # ------------------------------------------------------------------ paper figures (config `figures:`)
+    # ------------------------------------------------------------------ paper studies (config `figures:`)
 
     @property
     def figure_settings(self) -> dict:
-        """The `figures:` block with its defaults (all figures off)."""
-        return {**FIGURE_DEFAULTS, **self.config.get("figures", {})}
+        """The `figures:` block, its defaults (every paper study off) filled in by the schema."""
+        return self.config["figures"]
 
     @property
-    def study_figures(self) -> list[str]:
-        """Names of the paper figures this study asks for (each written as .png and .pdf)."""
-        from scorebench.study_figures import FIGURE_NAMES
-
-        f = self.figure_settings
-        return [name for flag, names in FIGURE_NAMES.items() if f[flag] for name in names]
+    def paper_studies(self) -> list:
+        """The report's paper studies (scorebench.report.PAPER_STUDIES) this study's `figures:` turns on."""
+        return report.paper_studies(self.figure_settings)
 
     @property
-    def animations(self) -> list[str]:
-        """Names of the GIFs this study asks for."""
-        from scorebench.study_figures import ANIMATION_NAME
+    def paper_figures(self) -> list:
+        """The figures of those studies (report.Figure: a name, its file formats and its caption)."""
+        return [figure for paper in self.paper_studies for figure in paper.figure_files]
 
-        return [ANIMATION_NAME] if self.figure_settings["animation"] else []
+    @property
+    def paper_inputs(self) -> set[str]:
+        """What those studies read besides the table: "samples", "fields" (report.INPUTS)."""
+        return {need for paper in self.paper_studies for need in paper.needs}
 
     @property
     def field_cells(self) -> list[Cell]:
-        """Cells whose score is evaluated on a 2-D grid (the 2-D toy cells, when `score_fields` is on)."""
-        if not self.figure_settings["score_fields"]:
+        """Cells whose score is evaluated on a 2-D grid: the 2-D toy cells, when a paper study reads score fields."""
+        if "fields" not in self.paper_inputs:
             return []
         return [c for c in self.cells if self.is_2d_toy(c.dataset)]
 
@@ -343,42 +340,8 @@ class Study:
         }
 
     def _check_figures(self) -> None:
-        """Refuse figures the study cannot make, before any job runs."""
-        f = self.figure_settings
-        kinds = {d["kind"] for d in self.config["datasets"].values()}
-        planar = any(self.is_2d_toy(d) for d in self.config["datasets"])
-        toys_2d = ", ".join(k for k in TOY_DATASETS if k != "gmm_nd") + ", gmm_nd with dim 2"
-        if f["score_fields"] and not planar:
-            raise ScorebenchError(f"config figures/score_fields: needs a 2-D toy dataset ({toys_2d})")
-        if f["mode_weights"] and not kinds & set(MIXTURE_DATASETS):
-            raise ScorebenchError(
-                "config figures/mode_weights: needs a Gaussian-mixture dataset (" + ", ".join(MIXTURE_DATASETS) + ")"
-            )
-        if f["objectives"]:
-            dims = {self._dim(d) for d in self.config["datasets"].values()}
-            trained = {o["kind"] for o in self.config["objectives"].values()} - {"oracle"}
-            if len(dims - {None}) < 2 or len(trained) < 2:
-                raise ScorebenchError(
-                    "config figures/objectives: needs datasets of at least two known dimensions and at least two "
-                    f"trained objective kinds, got dimensions {sorted(dims - {None})} and kinds {sorted(trained)}"
-                )
-        if f["animation"]:
-            if not self.config["sampling"].get("snapshots", 0) > 0:
-                raise ScorebenchError("config figures/animation: needs sampling/snapshots > 0 (frames of the GIF)")
-            samplers = self.config["sampling"]["samplers"].values()
-            if not any(s["kind"] == "annealed_langevin" for s in samplers):
-                raise ScorebenchError("config figures/animation: needs a sampler of kind annealed_langevin")
-            if not planar:
-                raise ScorebenchError(
-                    f"config figures/animation: needs a 2-D toy dataset ({toys_2d}): the GIF shows points"
-                )
-        if f["levels"]:
-            from scorebench.results import schedule_n_levels
-
-            levels = {n: schedule_n_levels(s) for n, s in self.config["schedules"].items()}
-            unknown = sorted(n for n, v in levels.items() if v is None)
-            if unknown:
-                raise ScorebenchError(f"config figures/levels: schedule {unknown[0]!r} does not fix its number of levels")
-            if len(set(levels.values())) < 2:
-                raise ScorebenchError("config figures/levels: needs schedules with at least 2 different numbers of levels")
-
+        """Refuse paper studies this config cannot draw, before any job runs (each study's own `check`)."""
+        for paper in self.paper_studies:
+            why = paper.check(self)
+            if why:
+                raise ScorebenchError(f"config figures/{paper.flag}: {why}")

@@ -1,6 +1,6 @@
-"""Paper studies (config/studies/*.yaml): configs that validate and dry-run, the score-field job
-against the closed-form mixture score, a summary whose numbers are the table's, and a GIF with one
-frame per snapshot."""
+"""Paper studies (config/studies/*.yaml, scorebench/report/): configs that validate and dry-run, the
+score-field job against the closed-form mixture score, a summary whose numbers are the table's, and
+a GIF with one frame per snapshot."""
 
 import json
 import math
@@ -19,9 +19,11 @@ from scorebench.jobs.evaluate import score_field_job
 from scorebench.jobs.report import study_figures_job
 from scorebench.jobs.train import train_job
 from scorebench.errors import ScorebenchError
+from scorebench.report.animation import annealed_animation
+from scorebench.report.inputs import ReportInputs
+from scorebench.report.paper import make_paper_figures, paper_summary
+from scorebench.report.score_fields import levels_to_show, relative_error_map
 from scorebench.study import Cell, Study, load_config, validate_config
-from scorebench.study_figures import annealed_animation, levels_to_show, relative_error_map
-from scorebench.summary import study_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_CONFIGS = sorted((ROOT / "config" / "studies").glob("*.yaml"))
@@ -37,6 +39,11 @@ def two_mode_score(x: np.ndarray, sigma: float) -> np.ndarray:
     r = np.exp(logc - logc.max(1, keepdims=True))
     r /= r.sum(1, keepdims=True)
     return (r[..., None] * (MEANS - x[:, None, :])).sum(1) / var
+
+
+def study_summary(df, mixtures=None, **flags) -> str:
+    """summary.md of study "s" with the given `figures:` flags on."""
+    return paper_summary(ReportInputs(df, study="s", settings=flags, mixtures=mixtures or {}))
 
 
 def tiny_config(**changes):
@@ -60,7 +67,7 @@ def test_study_configs_validate_and_ask_for_their_figures(path):
     study = Study(load_config(path))
     assert study.name == path.stem  # results/{study}/ matches the file, as workflow/scripts/paper.sh assumes
     # the paper_* presets reproduce a paper's numbers (FID, score error), not one of its figures
-    assert study.study_figures or study.animations or path.stem.startswith("paper_")
+    assert study.paper_figures or path.stem.startswith("paper_")
     if study.figure_settings["score_fields"]:
         assert study.field_cells and any(study.config["schedules"][c.schedule]["kind"] == "none" for c in study.cells)
     if study.figure_settings["sampler_nfe"]:
@@ -75,7 +82,7 @@ def assert_pc_presets_have_annealed_at_matched_nfe(study):
     """Both sampler families, and every PC preset has an annealed preset within NFE_MATCH of its NFE,
     the NFE counted by running each preset's sampler (one 2-D chain, score −x) on the study's L levels."""
     from scorebench.sampling import SAMPLERS
-    from scorebench.summary import NFE_MATCH
+    from scorebench.report.sampler_nfe import NFE_MATCH
 
     presets = study.config["sampling"]["samplers"]
     assert {"annealed_langevin", "pc"} <= {p["kind"] for p in presets.values()}
@@ -114,7 +121,7 @@ def test_every_study_dry_runs_with_its_paper_jobs(tmp_path):
         assert counts.get("evaluate_pack", 0) == sum(len(study.eval_shards(n)) for n in study.eval_groups), path.name
         assert counts.get("score_error", 0) == len(study.cells) - grouped, path.name
         assert counts.get("score_field", 0) == len(study.field_cells), path.name
-        assert counts.get("study_figures", 0) == (1 if study.study_figures or study.animations else 0), path.name
+        assert counts.get("study_figures", 0) == (1 if study.paper_figures else 0), path.name
 
 
 @pytest.mark.parametrize(
@@ -218,16 +225,22 @@ def synthetic_table(seed=0):
     return pd.DataFrame(rows)
 
 
-def markdown_rows(text: str, first_header: str) -> list[dict]:
-    """The rows of the Markdown table whose header starts with `first_header`, as dicts."""
+def markdown_cells(line: str) -> list[str]:
+    """The cells of a Markdown table line, stripped of the padding that aligns the columns."""
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def markdown_rows(text: str, *first_headers: str) -> list[dict]:
+    """The rows of the first Markdown table whose header starts with `first_headers`, as dicts."""
     lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
-    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    start = next(i for i, line in enumerate(lines)
+                 if line.startswith("|") and markdown_cells(line)[: len(first_headers)] == list(first_headers))  # fmt: skip
+    header = markdown_cells(lines[start])
     out = []
     for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
-        out.append(dict(zip(header, (c.strip() for c in line.strip("|").split("|")))))
+        out.append(dict(zip(header, markdown_cells(line))))
     return out
 
 
@@ -240,7 +253,7 @@ def assert_shows(cell: str, values) -> None:
 
 def test_summary_numbers_are_the_tables(gen):
     df = synthetic_table()
-    text = study_summary(df, study="s", settings={"score_fields": True, "mode_weights": True}, mixtures=MIXTURES)
+    text = study_summary(df, MIXTURES, score_fields=True, mode_weights=True)
     grid = df[(df["metric"] == "score_error_rel") & (df["region"] == "grid_bin")]
     rows = markdown_rows(text, "dataset")
     shown = {("none", 0.0), ("geom", 8.0), ("geom", 2.0), ("geom", 1.0)}  # levels_to_show of 4 levels: 0, 2, 3
@@ -267,7 +280,7 @@ def test_summary_says_so_when_the_run_contradicts_the_paper():
     df = synthetic_table()
     naive = (df["schedule"] == "none") & (df["region"] == "grid_bin") & (df["metric"] == "score_error_rel")
     df.loc[naive & (df["bin"] == 0), "value"] = 1e-4  # the naive model is best where data is scarce
-    text = study_summary(df, study="s", settings={"score_fields": True}, mixtures=MIXTURES)
+    text = study_summary(df, MIXTURES, score_fields=True)
     assert "does not show the low-density failure" in text
 
 
@@ -319,10 +332,11 @@ def test_study_figures_job_writes_what_the_workflow_expects(tmp_path):
     out = tmp_path / "figures"
     study_figures_job(study.study_figures_spec(), table, out, fields=fields, samples=samples,
                            summary=tmp_path / "summary.md")  # fmt: skip
-    for name in study.study_figures:
-        assert (out / f"{name}.png").stat().st_size > 5000 and (out / f"{name}.pdf").exists(), name
-    for name in study.animations:
-        assert (out / f"{name}.gif").exists()
+    assert {f.name for f in study.paper_figures} == {"score_fields", "score_error_vs_log_density", "sampler_samples",
+                                                     "mode_weights", "annealed_langevin"}  # fmt: skip
+    for f in study.paper_figures:
+        assert (out / f.shown).stat().st_size > 5000, f.shown
+        assert all((out / name).exists() for name in f.other_files), f.name
     assert "## Score fields" in (tmp_path / "summary.md").read_text()
 
 
@@ -351,7 +365,7 @@ def nfe_table(seed=0):
 
 
 def test_sampler_nfe_summary_compares_at_matched_nfe_with_the_tables_numbers():
-    from scorebench.study_figures import sampler_nfe_numbers
+    from scorebench.report.sampler_nfe import sampler_nfe_numbers
 
     df = nfe_table()
     nums = sampler_nfe_numbers(df)
@@ -360,12 +374,10 @@ def test_sampler_nfe_summary_compares_at_matched_nfe_with_the_tables_numbers():
         assert r["nfe"] == sel[sel["metric"] == "nfe"]["value"].iloc[0]
         assert r["mode_weight_error"] == pytest.approx(sel[sel["metric"] == "mode_weight_error"]["value"].mean())
     assert set(nums["family"]) == {"annealed Langevin, step ratio 0.3", "predictor–corrector, snr 0.16"}
-    text = study_summary(df, study="s", settings={"sampler_nfe": True})
+    text = study_summary(df, sampler_nfe=True)
     matched = [r for r in markdown_rows(text, "dataset") if "PC preset (NFE)" in r]
     assert matched == [], "the first table lists presets"
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| dataset | objective | PC preset (NFE) |"))
-    pairs = markdown_rows("\n".join(lines[start:]), "dataset")
+    pairs = markdown_rows(text, "dataset", "objective", "PC preset (NFE)")
     assert [(p["objective"], p["PC preset (NFE)"], p["best annealed (NFE)"]) for p in pairs] == [
         (obj, pc, ald) for obj in ("dsm", "oracle")
         for pc, ald in (("pc_z (10)", "ald_a (11)"), ("pc_y (110)", "ald_b (101)"), ("pc_x (310)", "ald_c (301)"))
@@ -382,13 +394,11 @@ def test_sampler_nfe_summary_compares_at_matched_nfe_with_the_tables_numbers():
     tv_rows = close["metric"] == "mode_weight_error"
     spread = close["seed"].map({0: 0.0, 1: 0.05, 2: -0.05}) + 0.01 * (close["sampler_kind"] == "pc")  # sd 0.05 ≫ 0.01
     close.loc[tv_rows, "value"] = 0.3 + spread[tv_rows]
-    text = study_summary(close, study="s", settings={"sampler_nfe": True})
+    text = study_summary(close, sampler_nfe=True)
     assert "mode-weight TV error, `dsm`: neither is better at matched NFE" in text
 
 
 def test_sampler_nfe_figure_is_written(tmp_path):
-    from scorebench.study_figures import make_study_figures
-
-    written = make_study_figures(nfe_table(), tmp_path, settings={"sampler_nfe": True})
+    written = make_paper_figures(ReportInputs(nfe_table(), settings={"sampler_nfe": True}, figures_dir=tmp_path))
     assert [p.name for p in written] == ["sampler_nfe.png", "sampler_nfe.pdf"]
     assert (tmp_path / "sampler_nfe.png").stat().st_size > 20000  # drawn, not the one-line empty note

@@ -1,4 +1,4 @@
-"""The `lambda_levels` study (config/studies/lambda_levels*.yaml, scorebench/levels_study.py): the grid is
+"""The `lambda_levels` study (config/studies/lambda_levels*.yaml, scorebench/report/levels.py): the grid is
 3 weightings × 6 numbers of levels, every row knows its L, the summary's numbers are the table's and its
 verdicts follow them, and the figures are drawn."""
 
@@ -9,12 +9,13 @@ import pandas as pd
 import pytest
 
 from scorebench.errors import ScorebenchError
-from scorebench.levels_study import LEVEL_FIGURES, best_cells, level_rows
 from scorebench.noise import make_schedule
+from scorebench.report.inputs import ReportInputs
+from scorebench.report.levels import FIGURES, best_cells, level_rows
+from scorebench.report.paper import make_paper_figures
 from scorebench.results import schedule_n_levels, spec_columns
 from scorebench.study import Cell, Study, load_config, validate_config
-from scorebench.summary import study_summary
-from test_studies import markdown_rows
+from test_studies import markdown_rows, study_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTINGS = ("sigma2", "sigma", "uniform")
@@ -87,7 +88,7 @@ def test_level_rows_take_each_cells_score_error_at_its_smallest_sigma():
 
 def test_best_cell_table_is_the_tables_argmin_with_its_numbers():
     df = level_table()
-    text = study_summary(df, study="s", settings={"levels": True})
+    text = study_summary(df, levels=True)
     table = markdown_rows(text, "dataset")
     rows = level_rows(df)
     assert len(table) == 5  # ring: MMD², sliced W2, score error; img: FID, score error
@@ -118,36 +119,34 @@ def test_best_cells_resolve_a_gap_only_beyond_the_seeds_sd():
 
 
 def test_findings_follow_the_numbers():
-    helps = study_summary(level_table(), study="s", settings={"levels": True})
+    helps = study_summary(level_table(), levels=True)
     assert "(more levels help)" in helps and "no drop" not in helps
     assert "Lowest weighting per L: λ(σ) = σ² at 3 of 3 (L = 1, 2, 10)." in helps  # base: σ² < σ < 1 by 2×
     assert "Best sample-quality cells (3 dataset × metric pairs): λ(σ) = σ² in 3; at L = 10; never the smallest L = 1." in helps
     first_best = level_table(base=lambda ds, w, L: 1.0 + L)  # L = 1 lowest everywhere
-    text = study_summary(first_best, study="s", settings={"levels": True})
+    text = study_summary(first_best, levels=True)
     assert "λ(σ) = σ²: 2 ± 0.02 at L = 1 is already its lowest" in text and "more levels help" not in text
     flat = level_table(base=lambda ds, w, L: 1.0 + 0.001 * (L == 1))  # differences inside the seed noise
-    text = study_summary(flat, study="s", settings={"levels": True})
+    text = study_summary(flat, levels=True)
     assert "(no drop beyond the seeds' spread)" in text and "(more levels help)" not in text
     assert "no weighting ahead of the next by more than the seeds' combined sd at L = 1, 2, 10" in text
 
 
 def test_levels_section_without_level_rows_says_so():
     df = level_table().drop(columns=["schedule_n_levels"])
-    assert "no rows with a known number of σ levels" in study_summary(df, study="s", settings={"levels": True})
+    assert "no rows with a known number of σ levels" in study_summary(df, levels=True)
 
 
 # ---------------------------------------------------------------------- figures
 
 
 def test_levels_figures_are_drawn(tmp_path):
-    from scorebench.study_figures import make_study_figures
-
     df = level_table()
-    written = make_study_figures(df, tmp_path, settings={"levels": True})
-    assert [p.name for p in written] == [f"{n}.{e}" for n in LEVEL_FIGURES for e in ("png", "pdf")]
-    for name in LEVEL_FIGURES:
+    written = make_paper_figures(ReportInputs(df, settings={"levels": True}, figures_dir=tmp_path))
+    assert [p.name for p in written] == [f"{n}.{e}" for n in FIGURES for e in ("png", "pdf")]
+    for name in FIGURES:
         assert (tmp_path / f"{name}.png").stat().st_size > 20000, name  # drawn, not the one-line empty note
-    make_study_figures(df[df["dataset"] == "ring"], tmp_path / "toy", settings={"levels": True})
+    make_paper_figures(ReportInputs(df[df["dataset"] == "ring"], settings={"levels": True}, figures_dir=tmp_path / "toy"))
     assert (tmp_path / "toy" / "levels_fid.png").stat().st_size < 20000  # no FID rows: the note
 
 
@@ -189,5 +188,5 @@ def test_levels_figures_need_two_known_numbers_of_levels():
     with pytest.raises(ScorebenchError, match="figures/levels: schedule 'v2' does not fix"):
         tiny({**one, "v2": {"kind": "ncsnv2", "sigma_min": 0.1}})
     study = tiny({**one, "c": {"kind": "geometric", "sigma_max": 5, "sigma_min": 0.1, "levels": 3}})
-    assert study.study_figures == list(LEVEL_FIGURES)
+    assert [f.name for f in study.paper_figures] == list(FIGURES)
     assert spec_columns(study.train_spec(Cell("mix", "a", "dsm", 0)))["schedule_n_levels"] == 1

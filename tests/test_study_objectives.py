@@ -1,5 +1,5 @@
 """The `objectives` study: the N-D mixture toy against its math, the dimension-dependent config
-checks, and the numbers, figure and summary of scorebench/objectives_study.py on synthetic tables."""
+checks, and the numbers, figure and summary of scorebench/report/objectives.py on synthetic tables."""
 
 import math
 
@@ -14,9 +14,12 @@ from scorebench.jobs.sample import sample_job
 from scorebench.jobs.train import train_job
 from scorebench.data import load_dataset
 from scorebench.errors import ScorebenchError
-from scorebench.objectives_study import ci95, loglog_slope, objective_numbers, objectives_figure, objectives_section
 from scorebench.data.registry import GMM_ND_DEFAULT_DIM
+from scorebench.report.inputs import ReportInputs
+from scorebench.report.objectives import objective_numbers, objectives_figure, section
+from scorebench.report.stats import describe, loglog_slope
 from scorebench.study import Cell, Study, validate_config
+from test_studies import markdown_rows
 
 T975_2DF = 4.302652729911275  # Student-t 97.5 % quantile with 2 degrees of freedom (3 seeds)
 
@@ -208,12 +211,22 @@ def test_numbers_are_seed_means_with_t_intervals():
     assert set(nums["quantity"]) == {"score_error", "score_error_sigma_min", "sec_per_step", "mmd_rbf",
                                      "sliced_wasserstein"}  # fmt: skip
     assert list(nums[nums["dataset"] == "d2"]["objective"].drop_duplicates()) == ["exact", "sliced", "dsm"]
-    assert ci95([1.0])[:3] == (1.0, pytest.approx(math.nan, nan_ok=True), 1)
+    assert describe([1.0])[:3] == (1.0, pytest.approx(math.nan, nan_ok=True), 1)
 
 
 def test_loglog_slope_recovers_a_power_law():
     assert loglog_slope([2, 8, 32, 128], [3 * d**1.5 for d in (2, 8, 32, 128)]) == pytest.approx(1.5)
     assert math.isnan(loglog_slope([8, 8], [1.0, 2.0]))
+
+
+def objectives_section(df) -> str:
+    return section(ReportInputs(df))
+
+
+def table_row(text: str, **cells) -> dict:
+    """The row of the summary's table (first header `dataset`) with these cells."""
+    (row,) = [r for r in markdown_rows(text, "dataset") if all(r[k] == v for k, v in cells.items())]
+    return row
 
 
 def test_summary_claims_follow_the_numbers():
@@ -227,9 +240,9 @@ def test_summary_claims_follow_the_numbers():
     flat = objectives_section(synthetic_table(exact_cost_exponent=0.0))
     assert "in this run exact's cost does NOT grow faster with D" in flat
     assert "as expected" not in flat
-    rows = [line for line in text.splitlines() if line.startswith("| d8 | 8 | mlp/tiny | dsm |")]
+    row = table_row(text, dataset="d8", D="8", model="mlp/tiny", objective="dsm")
     se = nums[(nums["dataset"] == "d8") & (nums["objective"] == "dsm") & (nums["quantity"] == "score_error")].iloc[0]
-    assert rows and f"{se['mean']:.3g} [{se['lo']:.3g}, {se['hi']:.3g}]" in rows[0]
+    assert row["rel. score error (mean over σ)"] == f"{se['mean']:.3g} [{se['lo']:.3g}, {se['hi']:.3g}]"
 
 
 def test_objectives_figure_is_drawn(tmp_path):
@@ -249,5 +262,5 @@ def test_costs_of_different_networks_are_separate_curves():
     text = objectives_section(pd.concat([df, big], ignore_index=True))
     assert "- Cost verdict (mlp/tiny): as expected" in text
     assert "Cost, `dsm` (unet/base)" not in text  # one D for the U-Net: no slope
-    assert "| img | 784 | unet/base | dsm |" in text
+    assert table_row(text, dataset="img", D="784", model="unet/base", objective="dsm")
     assert "Exact score matching has no cells at D = 784" in text

@@ -4,7 +4,7 @@
 - sample.py: `sample` (resumable, chunked chains of one cell and sampler);
 - evaluate.py: `evaluate` (sample quality), `score_error`, `score_field`, `reference_stats`;
 - group.py: `evaluate_pack` (a group of toy cells sampled and evaluated by the functions above);
-- report.py: `aggregate`, `figures`, `study_figures` (the study's tables, figures and summary).
+- report.py: `aggregate` (the study table), `figures` and `study_figures` (the report: scorebench/report/).
 
 The command line (cli.py) parses arguments and calls these; the Snakemake rules call the command
 line. Each job turns its spec into components in one step (scorebench.components), runs the lower

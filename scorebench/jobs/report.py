@@ -1,39 +1,33 @@
-"""Report jobs: the study table and training curves, the default figures, and the paper figures
-and summary a study's `figures:` block asks for."""
+"""Report jobs: the study table and training curves, the figures and summary tables every study
+gets, and the paper figures and summary a study's `figures:` block asks for (scorebench.report)."""
 
 from __future__ import annotations
 
 from scorebench.components import Components
-from scorebench.readers import read_table
-from scorebench.results import write_text
 from scorebench.data.registry import MIXTURE_DATASETS, TOY_DATASETS
+from scorebench.readers import read_table
 
 
-def aggregate_job(inputs, out, *, train_logs=(), tables_dir=None) -> None:
-    """Per-job tables → the study table (parquet + csv), training curves and summary tables."""
+def aggregate_job(inputs, out, *, train_logs=()) -> None:
+    """Per-job tables → the study table (parquet + csv) and training curves."""
     from scorebench.aggregate import aggregate
 
-    aggregate(inputs, out, train_logs=train_logs, tables_dir=tables_dir)
+    aggregate(inputs, out, train_logs=train_logs)
 
 
-def figures_job(table, out_dir, *, curves=None, samples=()) -> None:
-    """The default figures of every study, from its table, training curves and samples."""
-    from scorebench.figures import make_figures
+def figures_job(table, out_dir, *, tables_dir, curves=None, samples=()) -> None:
+    """The default figures and summary tables of every study, from its table, training curves and samples."""
+    from scorebench.report.default_figures import make_default_figures
+    from scorebench.report.summary_tables import write_summary_tables
 
-    make_figures(table, out_dir, curves=curves, samples=samples)
-
-
-def study_figures_job(spec: dict, table, out_dir, *, fields=(), samples=(), summary=None) -> list:
-    """The paper figures a study's `figures:` block asks for, and its summary.md.
-
-    Builds from the spec what the figures need to name things: the true weights and means of the
-    Gaussian-mixture datasets, the σ list of each toy (dataset, schedule) and the annealed samplers.
-    """
-    from scorebench.study_figures import make_study_figures
-    from scorebench.summary import study_summary
-
-    settings = spec["figures"]
     df = read_table(table, "study table")
+    make_default_figures(df, out_dir, curves=read_table(curves, "training curves") if curves else None, samples=samples)
+    write_summary_tables(df, tables_dir)
+
+
+def _preset_facts(spec: dict) -> tuple[dict, dict]:
+    """The true weights and means of the Gaussian-mixture datasets, and the σ list of each toy
+    (dataset, schedule): what the figures name things by and the table does not hold."""
     mixtures, sigmas = {}, {}
     for name, ds_spec in spec["datasets"].items():
         if ds_spec["kind"] not in TOY_DATASETS:
@@ -44,19 +38,18 @@ def study_figures_job(spec: dict, table, out_dir, *, fields=(), samples=(), summ
             mixtures[name] = {"means": dist.means.tolist(), "stds": dist.stds.tolist(), "weights": dist.weights.tolist()}
         for sch_name, sch in spec["schedules"].items():
             sigmas[(name, sch_name)] = Components({"schedule": sch}, dataset=dataset).schedule.sigmas.tolist()
-    annealed = [n for n, smp in spec["samplers"].items() if smp["kind"] == "annealed_langevin"]
-    written = make_study_figures(
-        df, out_dir, settings=settings, fields=fields, samples=samples, mixtures=mixtures, sigmas=sigmas,
-        samplers=annealed,
-    )  # fmt: skip
-    if summary is not None:
-        n_frames = None
-        gif = [p for p in written if str(p).endswith(".gif")]
-        if gif:
-            from PIL import Image
+    return mixtures, sigmas
 
-            with Image.open(gif[0]) as im:
-                n_frames = im.n_frames
-        text = study_summary(df, study=spec["study"], settings=settings, mixtures=mixtures, n_frames=n_frames)
-        write_text(summary, text)
-    return written
+
+def study_figures_job(spec: dict, table, out_dir, *, fields=(), samples=(), summary=None) -> list:
+    """The paper figures a study's `figures:` block asks for, and its summary.md; returns the figures written."""
+    from scorebench.report.inputs import ReportInputs
+    from scorebench.report.paper import write_paper_report
+
+    mixtures, sigmas = _preset_facts(spec)
+    inputs = ReportInputs(
+        table=read_table(table, "study table"), study=spec["study"], settings=spec["figures"], figures_dir=out_dir,
+        samples=tuple(samples), fields=tuple(fields), mixtures=mixtures, sigmas=sigmas,
+        annealed_samplers=tuple(n for n, smp in spec["samplers"].items() if smp["kind"] == "annealed_langevin"),
+    )  # fmt: skip
+    return write_paper_report(inputs, summary)

@@ -6,8 +6,6 @@ rule aggregate:
         table=study_path("metrics.parquet"),
         csv=study_path("metrics.csv"),
         curves=study_path("train_curves.parquet"),
-        summary=study_path("tables/summary.md"),
-        latex=study_path("tables/summary.tex"),
     log:
         study_path("logs/aggregate.log"),
     conda:
@@ -20,48 +18,29 @@ rule aggregate:
     params:
         tables=metric_table_files,
         train_logs=train_log_files,
-        tables_dir=lambda wildcards, output: os.path.dirname(output.summary),
     shell:
-        "scorebench aggregate --inputs {params.tables} --train-logs {params.train_logs} --out {output.table} --tables {params.tables_dir} > {log} 2>&1"
+        "scorebench aggregate --inputs {params.tables} --train-logs {params.train_logs} --out {output.table} > {log} 2>&1"
 
 
+# The figures and summary tables every study gets (scorebench/report/: default_figures, summary_tables).
 rule figures:
     input:
         table=rules.aggregate.output.table,
         curves=rules.aggregate.output.curves,
         samples=get_sample_files,
     output:
-        score_error_vs_sigma=report(
-            study_path("figures/score_error_vs_sigma.png"),
-            caption="../report/score_error_vs_sigma.rst",
-            category="Score error",
-        ),
-        score_error_by_density=report(
-            study_path("figures/score_error_by_density.png"),
-            caption="../report/score_error_by_density.rst",
-            category="Score error",
-        ),
-        sample_quality=report(
-            study_path("figures/sample_quality.png"),
-            caption="../report/sample_quality.rst",
-            category="Sample quality",
-        ),
-        metric_vs_levels=report(
-            study_path("figures/metric_vs_levels.png"),
-            caption="../report/metric_vs_levels.rst",
-            category="Ablations",
-        ),
-        training_curves=report(
-            study_path("figures/training_curves.png"),
-            caption="../report/training_curves.rst",
-            category="Training",
-        ),
-        samples=report(
-            study_path("figures/samples.png"),
-            caption="../report/samples.rst",
-            category="Sample quality",
-        ),
-        pdfs=[study_path(f"figures/{name}.pdf") for name in FIGURES],
+        figures=[
+            report(
+                study_path(f"figures/{f.shown}"),
+                caption=f"../report/{f.caption}",
+                category=f.category,
+            )
+            for f in FIGURES
+        ],
+        other_formats=[
+            study_path(f"figures/{name}") for f in FIGURES for name in f.other_files
+        ],
+        tables=[study_path(f"tables/{name}") for name in SUMMARY_TABLES],
     log:
         study_path("logs/figures.log"),
     conda:
@@ -73,6 +52,7 @@ rule figures:
         slurm_extra=SLURM_EXTRA,
     params:
         samples=sample_files,
-        out_dir=lambda wildcards, output: os.path.dirname(output.samples),
+        out_dir=lambda wildcards, output: os.path.dirname(output.figures[0]),
+        tables_dir=lambda wildcards, output: os.path.dirname(output.tables[0]),
     shell:
-        "scorebench figures --table {input.table} --curves {input.curves} --samples {params.samples} --out-dir {params.out_dir} > {log} 2>&1"
+        "scorebench figures --table {input.table} --curves {input.curves} --samples {params.samples} --out-dir {params.out_dir} --tables {params.tables_dir} > {log} 2>&1"

@@ -14,6 +14,7 @@ from scorebench.config_file import read_config
 from scorebench.errors import ScorebenchError
 from scorebench.failures import job_errors
 from scorebench.slurm_site import site_errors
+from scorebench.report import DEFAULT_FIGURES, SUMMARY_TABLES
 from scorebench.specs import spec_json
 from scorebench.study import Cell, Study, validate_config
 
@@ -220,19 +221,10 @@ def sample_files(wildcards=None):
     return [evaluated_file(c, n) for n in sample_names() for c in STUDY.cells]
 
 
-FIGURES = [
-    "score_error_vs_sigma",
-    "score_error_by_density",
-    "sample_quality",
-    "metric_vs_levels",
-    "training_curves",
-    "samples",
-]
-
-
-# Paper figures asked for by the config's `figures:` block (none by default).
-STUDY_FIGURES = STUDY.study_figures
-ANIMATIONS = STUDY.animations
+# Figures of every study, and the paper figures the config's `figures:` block asks for (none by
+# default); both named by the registry in scorebench/report/, each with its caption in workflow/report/.
+FIGURES = DEFAULT_FIGURES
+PAPER_FIGURES = STUDY.paper_figures
 
 
 def get_score_field_spec(wildcards):
@@ -244,22 +236,30 @@ def get_study_figures_spec(wildcards=None):
 
 
 def get_score_field_files(wildcards=None):
-    """Score fields of the 2-D toy cells, when the study draws score fields."""
+    """Score fields of the 2-D toy cells, when a paper study draws score fields."""
     return [cell_file(c, "score_field.npz") for c in STUDY.field_cells]
+
+
+def get_paper_sample_files(wildcards=None):
+    """What the paper figures' job waits for of the samples, when a paper study draws samples."""
+    return get_sample_files() if "samples" in STUDY.paper_inputs else []
+
+
+def paper_sample_files(wildcards=None):
+    return sample_files() if "samples" in STUDY.paper_inputs else []
 
 
 def get_final_output():
     paper = []
-    if STUDY_FIGURES or ANIMATIONS:
+    if PAPER_FIGURES:
         paper = [
             study_path("summary.md"),
-            *[study_path(f"figures/{name}.png") for name in STUDY_FIGURES],
-            *[study_path(f"figures/{name}.gif") for name in ANIMATIONS],
+            *[study_path(f"figures/{f.shown}") for f in PAPER_FIGURES],
         ]
     return [
         study_path("metrics.parquet"),
-        study_path("tables/summary.md"),
-        *[study_path(f"figures/{name}.png") for name in FIGURES],
+        *[study_path(f"tables/{name}") for name in SUMMARY_TABLES],
+        *[study_path(f"figures/{f.shown}") for f in FIGURES],
         *paper,
     ]
 

@@ -1,5 +1,6 @@
-# Paper studies (config `figures:`): score fields on a grid per 2-D toy cell, then the paper figures
-# and summary.md of the study. Requested by get_final_output() only when the config asks for them.
+# Paper studies (config `figures:`, scorebench/report/): score fields on a grid per 2-D toy cell, then
+# the paper figures and summary.md of the study. Requested by get_final_output() only when the config
+# asks for them; each paper study's registry entry names its figures and what it reads.
 
 
 rule score_field:
@@ -30,7 +31,7 @@ rule study_figures:
     input:
         table=rules.aggregate.output.table,
         fields=get_score_field_files,
-        samples=get_sample_files,
+        samples=get_paper_sample_files,
     output:
         summary=report(
             study_path("summary.md"),
@@ -39,20 +40,16 @@ rule study_figures:
         ),
         figures=[
             report(
-                study_path(f"figures/{name}.png"),
-                caption=f"../report/{name}.rst",
-                category="Paper figures",
+                study_path(f"figures/{f.shown}"),
+                caption=f"../report/{f.caption}",
+                category=f.category,
             )
-            for name in STUDY_FIGURES
+            for f in PAPER_FIGURES
         ],
-        pdfs=[study_path(f"figures/{name}.pdf") for name in STUDY_FIGURES],
-        animations=[
-            report(
-                study_path(f"figures/{name}.gif"),
-                caption=f"../report/{name}.rst",
-                category="Paper figures",
-            )
-            for name in ANIMATIONS
+        other_formats=[
+            study_path(f"figures/{name}")
+            for f in PAPER_FIGURES
+            for name in f.other_files
         ],
     log:
         study_path("logs/study_figures.log"),
@@ -64,7 +61,7 @@ rule study_figures:
         runtime=30,
         slurm_extra=SLURM_EXTRA,
     params:
-        samples=sample_files,
+        samples=paper_sample_files,
         spec=get_study_figures_spec,
         out_dir=lambda wildcards, output: os.path.join(
             os.path.dirname(output.summary), "figures"

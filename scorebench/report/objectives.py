@@ -1,4 +1,4 @@
-"""The `objectives` paper study: exact vs sliced vs sliced-VR vs denoising score matching at equal
+"""Paper study `objectives`: exact vs sliced vs sliced-VR vs denoising score matching at equal
 training steps, against the data dimension D.
 
 Exact score matching (Hyvärinen 2005) needs the full Jacobian trace, one backward pass per
@@ -8,8 +8,8 @@ replaces the trace by random projections (one vector-Jacobian product) and denoi
 score error against the exact ∇log p_σ, sample quality, and seconds per training step, per D.
 
 `objective_numbers` turns the study table into one row per (dataset, model, objective, sampler,
-quantity) with mean, sd and a 95 % t-interval over seeds; the figure and the summary section both read it, so
-what the figure draws is what the summary says.
+quantity) with mean, sd and a 95 % t-interval over seeds; the figure and the summary section both
+read it, so what the figure draws is what the summary says.
 """
 
 from __future__ import annotations
@@ -18,8 +18,13 @@ import itertools
 import math
 from pathlib import Path
 
-from scorebench.figures import _empty, _plt, _save
+from scorebench.data.registry import dataset_dim
+from scorebench.report.plotting import empty_figure, pyplot, save_figure
+from scorebench.report.queries import at_sigma_min, score_error_rows
+from scorebench.report.stats import intervals_apart, loglog_slope, over_seeds
+from scorebench.report.tables import markdown_table, mean_ci_text
 
+FIGURES = ("objectives_vs_dim",)
 OBJECTIVE_ORDER = ("exact", "sliced", "sliced_vr", "dsm")  # objective kinds: the method's history
 OBJECTIVE_NAMES = {"exact": "exact (Hyvärinen)", "sliced": "sliced", "sliced_vr": "sliced-VR", "dsm": "denoising"}
 # quantity -> (axis label, y scale, panel title); MMD² is unbiased, so it may be slightly negative: symlog
@@ -38,13 +43,21 @@ SHORT_NAMES = {"score_error": "score error", "mmd_rbf": "MMD²", "sliced_wassers
 FIGURE_PANELS = ("score_error", "mmd_rbf", "sliced_wasserstein", "fid", "sec_per_step")
 
 
+def check(study) -> str | None:
+    """A D axis needs two known dimensions, and a comparison two trained objective kinds."""
+    dims = {dataset_dim(d["kind"], d["options"]) for d in study.config["datasets"].values()}
+    trained = {o["kind"] for o in study.config["objectives"].values()} - {"oracle"}
+    if len(dims - {None}) < 2 or len(trained) < 2:
+        return ("needs datasets of at least two known dimensions and at least two trained objective kinds, got "
+                f"dimensions {sorted(dims - {None})} and kinds {sorted(trained)}")  # fmt: skip
+    return None
+
+
 # ---------------------------------------------------------------------- numbers
 
 
 def data_dims(df) -> dict:
     """{dataset: D} from the table's dataset columns, by the same rule the config check uses."""
-    from scorebench.data.registry import dataset_dim
-
     out = {}
     for ds, rows in df.groupby("dataset"):
         r = rows.iloc[0]
@@ -57,22 +70,6 @@ def data_dims(df) -> dict:
         if dim is not None:
             out[ds] = dim
     return out
-
-
-def ci95(values) -> tuple[float, float, int, float, float]:
-    """(mean, sd, n, lower, upper): the 95 % Student-t interval of the mean over seeds (no interval for n = 1)."""
-    from scipy import stats
-
-    v = [float(x) for x in values if not math.isnan(float(x))]
-    n = len(v)
-    if n == 0:
-        return math.nan, math.nan, 0, math.nan, math.nan
-    m = sum(v) / n
-    if n == 1:
-        return m, math.nan, 1, math.nan, math.nan
-    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (n - 1))
-    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-    return m, sd, n, m - half, m + half
 
 
 def per_seed_values(df):
@@ -90,11 +87,10 @@ def per_seed_values(df):
     else:
         d = d.assign(model="")
     parts = []
-    se = d[(d["metric"] == "score_error_rel") & (d["region"] == "all")]
+    se = score_error_rows(d)
     if len(se):
         mean = se.groupby(keys)["value"].mean().rename("score_error").reset_index()
-        at_min = se[se["sigma"] == se.groupby(keys)["sigma"].transform("min")]
-        at_min = at_min.groupby(keys)["value"].mean().rename("score_error_sigma_min").reset_index()
+        at_min = at_sigma_min(se, per=keys).groupby(keys)["value"].mean().rename("score_error_sigma_min").reset_index()
         for part, q in ((mean, "score_error"), (at_min, "score_error_sigma_min")):
             parts.append(part.rename(columns={q: "value"}).assign(quantity=q, sampler=""))
     if {"train_wall_s", "train_steps"} <= set(d.columns):
@@ -119,18 +115,12 @@ def objective_numbers(df):
     cols = ["dataset", "dim", *group[1:], "mean", "sd", "n", "lo", "hi"]
     if v.empty:
         return pd.DataFrame(columns=cols)
-    dims = data_dims(df)
-    rows = []
-    for key, g in v.groupby(group):
-        m, sd, n, lo, hi = ci95(g["value"])
-        rows.append({**dict(zip(group, key)), "dim": dims.get(key[0], math.nan), "mean": m, "sd": sd, "n": n,
-                     "lo": lo, "hi": hi})  # fmt: skip
-    out = pd.DataFrame(rows, columns=cols)
+    out = over_seeds(v, group)
+    out["dim"] = out["dataset"].map(data_dims(df))
     order = {k: i for i, k in enumerate(OBJECTIVE_ORDER)}
     out["_o"] = out["objective_kind"].map(order).fillna(len(order))
-    return out.sort_values(["dim", "dataset", "_o", "objective", "sampler", "quantity"]).drop(columns="_o").reset_index(
-        drop=True
-    )
+    out = out.sort_values(["dim", "dataset", "_o", "objective", "sampler", "quantity"])
+    return out[cols].reset_index(drop=True)
 
 
 def training_steps(df) -> list[int]:
@@ -138,16 +128,6 @@ def training_steps(df) -> list[int]:
     if "train_steps" not in df:
         return []
     return sorted({int(s) for s in df["train_steps"].dropna() if s > 0})
-
-
-def loglog_slope(dims, values) -> float:
-    """Least-squares slope of log(value) against log(D): cost ∝ D^slope (NaN with fewer than 2 dims)."""
-    pts = [(math.log(d), math.log(v)) for d, v in zip(dims, values) if d > 0 and v > 0]
-    if len({p[0] for p in pts}) < 2:
-        return math.nan
-    mx = sum(p[0] for p in pts) / len(pts)
-    my = sum(p[1] for p in pts) / len(pts)
-    return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
 
 
 # ---------------------------------------------------------------------- figure
@@ -158,18 +138,61 @@ def _objective_label(row) -> str:
     return name if row["objective"] == row["objective_kind"] else f"{row['objective']} ({name})"
 
 
+def _set_y_scale(ax, rows, scale: str) -> None:
+    """The panel's y scale: log (with readable minor labels), symlog (linear within ± the smallest
+    |mean| rounded down to a power of 10) or linear."""
+    from matplotlib.ticker import FuncFormatter
+
+    if scale == "log":
+        ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+    elif scale == "symlog":
+        small = rows["mean"].abs()[rows["mean"] != 0].min()
+        ax.set_yscale("symlog", linthresh=10 ** math.floor(math.log10(small)) if small == small else 1e-3)
+    if scale != "linear":
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+
+
+def _draw_panel(ax, rows, q: str, labels, models, samplers, colours) -> bool:
+    """One quantity's lines against D, one per objective (× model, × sampler); returns whether an
+    interval was cut at mean/10 to fit a log axis."""
+    import numpy as np
+
+    scale = QUANTITIES[q][1] if QUANTITIES[q][1] != "log" or (rows["mean"] > 0).all() else "linear"
+    clipped = False
+    for (i, lab), (k, model), (j, smp) in itertools.product(
+        enumerate(labels), enumerate(models), enumerate(samplers if q in SAMPLE_QUANTITIES else [""])
+    ):
+        r = rows[(rows["label"] == lab) & (rows["model"] == model) & (rows["sampler"] == smp)].sort_values("dim")
+        if r.empty:
+            continue
+        x = r["dim"].to_numpy(float) * 1.04 ** (i - (len(labels) - 1) / 2)  # dodge the error bars
+        y = r["mean"].to_numpy(float)
+        lo = r["lo"].to_numpy(float)
+        if scale == "log":  # a t-interval reaching below 0 cannot be drawn on a log axis: cut at y/10
+            clipped |= bool(np.any(lo < y / 10))
+            lo = np.maximum(lo, y / 10)
+        err = np.vstack([y - lo, r["hi"].to_numpy(float) - y])
+        err = np.where(np.isfinite(err), np.maximum(err, 0), 0)
+        tag = lab + (f" · {model}" if len(models) > 1 else "") + (f" · {smp}" if len(samplers) > 1 else "")
+        ax.errorbar(x, y, yerr=err, marker="os^D"[j % 4], ms=5, capsize=3, lw=1.6, color=colours[lab],
+                    ls=("-", "--", ":", "-.")[k % 4], label=tag)
+    _set_y_scale(ax, rows, scale)
+    ax.set_ylabel(QUANTITIES[q][0] + {"log": ", log scale", "symlog": ", symlog scale"}.get(scale, ""))
+    return clipped
+
+
 def objectives_figure(df, out_dir: Path, name: str = "objectives_vs_dim") -> None:
     """Score error, sample quality and seconds per training step against D, one line per objective
     (points: mean over seeds; bars: 95 % CI), log-scaled D. Datasets whose D is unknown are left out."""
-    import numpy as np
-    from matplotlib.ticker import FuncFormatter, NullLocator
+    from matplotlib.ticker import NullLocator
 
-    plt, sns = _plt()
+    plt, sns = pyplot()
     nums = objective_numbers(df)
     nums = nums[nums["dim"].notna() & nums["mean"].notna()]
     panels = [q for q in FIGURE_PANELS if (nums["quantity"] == q).any()]
     if nums.empty or not panels:
-        return _empty(out_dir, name, "no score-error, sample-quality or training-cost rows")
+        return empty_figure(out_dir, name, "no score-error, sample-quality or training-cost rows")
     nums = nums.assign(label=nums.apply(_objective_label, axis=1))
     labels = list(dict.fromkeys(nums["label"]))
     models = list(dict.fromkeys(nums["model"]))
@@ -184,40 +207,12 @@ def objectives_figure(df, out_dir: Path, name: str = "objectives_vs_dim") -> Non
     for ax in axes[len(panels):]:
         ax.axis("off")
     for ax, q in zip(axes, panels):
-        rows = nums[nums["quantity"] == q]
-        scale = QUANTITIES[q][1] if QUANTITIES[q][1] != "log" or (rows["mean"] > 0).all() else "linear"
-        log_y = scale == "log"
-        clipped = False
-        for (i, lab), (k, model), (j, smp) in itertools.product(
-            enumerate(labels), enumerate(models), enumerate(samplers if q in SAMPLE_QUANTITIES else [""])
-        ):
-            r = rows[(rows["label"] == lab) & (rows["model"] == model) & (rows["sampler"] == smp)].sort_values("dim")
-            if not r.empty:
-                x = r["dim"].to_numpy(float) * 1.04 ** (i - (len(labels) - 1) / 2)  # dodge the error bars
-                y = r["mean"].to_numpy(float)
-                lo = r["lo"].to_numpy(float)
-                if log_y:  # a t-interval reaching below 0 cannot be drawn on a log axis: cut at y/10
-                    clipped |= bool(np.any(lo < y / 10))
-                    lo = np.maximum(lo, y / 10)
-                err = np.vstack([y - lo, r["hi"].to_numpy(float) - y])
-                err = np.where(np.isfinite(err), np.maximum(err, 0), 0)
-                tag = lab + (f" · {model}" if len(models) > 1 else "") + (f" · {smp}" if len(samplers) > 1 else "")
-                ax.errorbar(x, y, yerr=err, marker="os^D"[j % 4], ms=5, capsize=3, lw=1.6, color=colours[lab],
-                            ls=("-", "--", ":", "-.")[k % 4], label=tag)
-        if log_y:
-            ax.set_yscale("log")
-            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
-        elif scale == "symlog":  # linear within ± the smallest |mean| (rounded down to a power of 10), log beyond
-            small = rows["mean"].abs()[rows["mean"] != 0].min()
-            ax.set_yscale("symlog", linthresh=10 ** math.floor(math.log10(small)) if small == small else 1e-3)
-        if scale != "linear":
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        clipped = _draw_panel(ax, nums[nums["quantity"] == q], q, labels, models, samplers, colours)
         ax.set_xscale("log", base=2)
         ax.set_xticks(dims)
         ax.set_xticklabels([str(int(d)) for d in dims])
         ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("data dimension D (log scale)")
-        ax.set_ylabel(QUANTITIES[q][0] + {"log": ", log scale", "symlog": ", symlog scale"}.get(scale, ""))
         ax.set_title(QUANTITIES[q][2] + (" (bars cut at mean/10)" if clipped else ""))
     handles, labs = axes[0].get_legend_handles_labels()
     for ax in axes[1 : len(panels)]:
@@ -234,23 +229,14 @@ def objectives_figure(df, out_dir: Path, name: str = "objectives_vs_dim") -> Non
     fig.suptitle(f"Score-matching objectives against data dimension at {at} "
                  f"(points: mean over {n_seeds} seeds; bars: 95 % CI)", y=1.02)  # fmt: skip
     fig.tight_layout()
-    _save(fig, out_dir, name)
+    save_figure(fig, out_dir, name)
 
 
-# ---------------------------------------------------------------------- summary
+def figures(inputs) -> None:
+    objectives_figure(inputs.table, inputs.figures_dir)
 
 
-def _ci_text(r) -> str:
-    if r is None or math.isnan(r["mean"]):
-        return "n/a"
-    if r["n"] < 2:
-        return f"{r['mean']:.3g}"
-    return f"{r['mean']:.3g} [{r['lo']:.3g}, {r['hi']:.3g}]"
-
-
-def _separated(a, b) -> bool:
-    """The 95 % intervals of two means do not overlap (a conservative 'different')."""
-    return a["n"] > 1 and b["n"] > 1 and (a["hi"] < b["lo"] or b["hi"] < a["lo"])
+# ---------------------------------------------------------------------- summary section
 
 
 def _lookup(nums):
@@ -321,19 +307,49 @@ def best_findings(nums, quantity: str, sampler: str) -> str | None:
             continue
         best, second = g.iloc[0], g.iloc[1]
         wins[best["objective"]] = wins.get(best["objective"], 0) + 1
-        sure = "CIs apart" if _separated(best, second) else "CIs overlap"
-        parts.append(f"D = {int(dim)}: `{best['objective']}` {_ci_text(best)} (next `{second['objective']}` "
-                     f"{_ci_text(second)}, {sure})")  # fmt: skip
+        sure = "CIs apart" if intervals_apart(best, second) else "CIs overlap"
+        parts.append(f"D = {int(dim)}: `{best['objective']}` {mean_ci_text(best)} (next `{second['objective']}` "
+                     f"{mean_ci_text(second)}, {sure})")  # fmt: skip
     if not parts:
         return None
     tally = ", ".join(f"`{o}` at {n} of {len(parts)} D" for o, n in sorted(wins.items(), key=lambda t: -t[1]))
     return f"- Lowest {SHORT_NAMES[quantity]}: {tally}. " + "; ".join(parts) + "."
 
 
-def objectives_section(df) -> str:
-    """The summary section: a table per D and objective, and findings chosen by comparing the numbers."""
-    from scorebench.summary import _md_table
+def _error_findings(nums, smp: str, sample_qs) -> list[str]:
+    """The lowest score error and sample metrics per D, the error's change with D, and sliced-VR vs sliced."""
+    findings = []
+    for q in ("score_error", *sample_qs):
+        line = best_findings(nums, q, smp if q in SAMPLE_QUANTITIES else "")
+        if line:
+            findings.append(line)
+    se = nums[nums["quantity"] == "score_error"]
+    growth = []
+    for (obj, model), rows in se.groupby(["objective", "model"], sort=False):
+        rows = rows.sort_values("dim")
+        if rows["dim"].nunique() >= 2:
+            a, b = rows.iloc[0], rows.iloc[-1]
+            where = f", {model}" if se["model"].nunique() > 1 else ""
+            growth.append(f"`{obj}` ×{b['mean'] / a['mean']:.3g} (D = {int(a['dim'])} → {int(b['dim'])}{where})")
+    if growth:
+        findings.append("- Change of the relative score error with D: " + ", ".join(growth) + ".")
+    vr = se[se["objective_kind"].isin(["sliced", "sliced_vr"])]
+    pairs = [(d, g.set_index("objective_kind")) for d, g in vr.groupby("dim")
+             if len(g) == g["objective_kind"].nunique() == 2]  # fmt: skip
+    if pairs:
+        lower = [int(d) for d, g in pairs if g.loc["sliced_vr", "mean"] < g.loc["sliced", "mean"]]
+        apart = [int(d) for d, g in pairs if intervals_apart(g.loc["sliced_vr"], g.loc["sliced"])]
+        findings.append(
+            f"- Variance reduction: sliced-VR has a lower score error than plain sliced at {len(lower)} of "
+            f"{len(pairs)} D ({', '.join(map(str, lower)) or 'none'}); CIs apart at "
+            f"{', '.join(map(str, apart)) or 'none'}."
+        )
+    return findings
 
+
+def section(inputs) -> str:
+    """The summary section: a table per D and objective, and findings chosen by comparing the numbers."""
+    df = inputs.table
     nums = objective_numbers(df)
     text = ["## Objectives against data dimension\n"]
     text.append(
@@ -366,41 +382,17 @@ def objectives_section(df) -> str:
     for c in cells.to_dict("records"):
         k = (c["dataset"], c["objective"])
         table.append([c["dataset"], str(int(c["dim"])), c["model"], c["objective"],
-                      _ci_text(at.get((*k, "", "score_error"))), _ci_text(at.get((*k, "", "score_error_sigma_min"))),
-                      *[_ci_text(at.get((*k, smp, q))) for q in sample_qs],
-                      _ci_text(at.get((*k, "", "sec_per_step")))])  # fmt: skip
-    text.append(_md_table(header, table))
+                      mean_ci_text(at.get((*k, "", "score_error"))), mean_ci_text(at.get((*k, "", "score_error_sigma_min"))),
+                      *[mean_ci_text(at.get((*k, smp, q))) for q in sample_qs],
+                      mean_ci_text(at.get((*k, "", "sec_per_step")))])  # fmt: skip
+    text.append(markdown_table(header, table))
     findings = cost_findings(nums)
     exact_dims = set(nums.loc[nums["objective_kind"] == "exact", "dim"])
     missing = sorted({int(d) for d in nums["dim"]} - {int(d) for d in exact_dims})
     if exact_dims and missing:
         findings.append(f"- Exact score matching has no cells at D = {', '.join(map(str, missing))} (refused above its "
                         "max_dim, or excluded).")  # fmt: skip
-    for q in ("score_error", *sample_qs):
-        line = best_findings(nums, q, smp if q in SAMPLE_QUANTITIES else "")
-        if line:
-            findings.append(line)
-    se = nums[nums["quantity"] == "score_error"]
-    growth = []
-    for (obj, model), rows in se.groupby(["objective", "model"], sort=False):
-        rows = rows.sort_values("dim")
-        if rows["dim"].nunique() >= 2:
-            a, b = rows.iloc[0], rows.iloc[-1]
-            where = f", {model}" if se["model"].nunique() > 1 else ""
-            growth.append(f"`{obj}` ×{b['mean'] / a['mean']:.3g} (D = {int(a['dim'])} → {int(b['dim'])}{where})")
-    if growth:
-        findings.append("- Change of the relative score error with D: " + ", ".join(growth) + ".")
-    vr = se[se["objective_kind"].isin(["sliced", "sliced_vr"])]
-    pairs = [(d, g.set_index("objective_kind")) for d, g in vr.groupby("dim")
-             if len(g) == g["objective_kind"].nunique() == 2]  # fmt: skip
-    if pairs:
-        lower = [int(d) for d, g in pairs if g.loc["sliced_vr", "mean"] < g.loc["sliced", "mean"]]
-        apart = [int(d) for d, g in pairs if _separated(g.loc["sliced_vr"], g.loc["sliced"])]
-        findings.append(
-            f"- Variance reduction: sliced-VR has a lower score error than plain sliced at {len(lower)} of "
-            f"{len(pairs)} D ({', '.join(map(str, lower)) or 'none'}); CIs apart at "
-            f"{', '.join(map(str, apart)) or 'none'}."
-        )
+    findings += _error_findings(nums, smp, sample_qs)
     text.append("Findings:\n")
     text.append("\n".join(findings) + "\n" if findings else "No comparison possible (one objective or one D).\n")
     return "\n".join(text)

@@ -1,11 +1,12 @@
-"""The `lambda_levels` study: sample quality and score error against the number of σ levels L, one
-line per loss weighting λ(σ) (NCSN: λ = σ², L = 10; Song & Ermon 2019, Sec. 4.2).
+"""Paper study `levels` (config/studies/lambda_levels*.yaml): sample quality and score error against
+the number of σ levels L, one line per loss weighting λ(σ) (NCSN: λ = σ², L = 10; Song & Ermon
+2019, Sec. 4.2).
 
 The grid's schedules are presets, so a cell's λ and L are read from its own table columns
 (`schedule_weighting`, `schedule_n_levels`) rather than from preset names. Every figure is a query
 over the study table: one per metric family (MMD², sliced W2, FID, score error), x = L on a log axis,
-hue = λ, 95 % bootstrap confidence bands over seeds, one panel per dataset. `levels_section` writes
-the summary's part: a best-cell table and findings whose verdicts are chosen by comparing the numbers.
+hue = λ, 95 % bootstrap confidence bands over seeds, one panel per dataset. `section` writes the
+summary's part: a best-cell table and findings whose verdicts are chosen by comparing the numbers.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from scorebench.figures import _empty, _plt, _save
+from scorebench.report.plotting import empty_figure, pyplot, save_figure, spans_decades
+from scorebench.report.queries import CELL_KEYS, at_sigma_min, score_error_rows
+from scorebench.report.stats import combined_sd, over_seeds
+from scorebench.report.tables import markdown_table, mean_sd_text
+from scorebench.results import schedule_n_levels
 
 LEVEL_TICKS = (1, 2, 5, 10, 20, 50)
 WEIGHTING_LABELS = {"sigma2": "λ(σ) = σ²", "sigma": "λ(σ) = σ", "uniform": "λ(σ) = 1", "power": "λ(σ) = σ^p"}
@@ -27,7 +32,19 @@ FAMILIES = {
                            "E‖s_θ−∇log p_σ‖² / E‖∇log p_σ‖²",
                            "rel. score error at σ_min"),
 }  # fmt: skip
-LEVEL_FIGURES = tuple(FAMILIES)
+FIGURES = tuple(FAMILIES)
+STATS_KEYS = ["dataset", "metric", "extractor", "objective", "sampler", "weighting", "L"]
+
+
+def check(study) -> str | None:
+    """An L axis needs every schedule to fix its L, and at least two values of it."""
+    levels = {n: schedule_n_levels(s) for n, s in study.config["schedules"].items()}
+    unknown = sorted(n for n, v in levels.items() if v is None)
+    if unknown:
+        return f"schedule {unknown[0]!r} does not fix its number of levels"
+    if len(set(levels.values())) < 2:
+        return "needs schedules with at least 2 different numbers of levels"
+    return None
 
 
 def weighting_label(name: str) -> str:
@@ -36,7 +53,7 @@ def weighting_label(name: str) -> str:
 
 def level_rows(df):
     """One row per (dataset, objective, sampler, λ, L, seed, metric): the sample metrics of each sampler
-    and each cell's relative score error (all evaluation points) at its smallest σ, which every cell of
+    and each cell's relative score error (all evaluation points) at its smallest σ > 0, which every cell of
     the study shares (σ_L of the geometric schedules = σ of the one-level ones). Columns: dataset,
     objective, sampler, weighting, L, seed, metric, value, extractor, nfe."""
     import pandas as pd
@@ -47,11 +64,11 @@ def level_rows(df):
     d = df[df["schedule_n_levels"].notna()]
     sample_metrics = [m for m, *_ in FAMILIES.values() if m != "score_error_rel"]
     sample = d[(d["sampler"] != "") & d["metric"].isin(sample_metrics)].copy()
-    keys = ["dataset", "schedule", "objective", "seed", "sampler"]
+    keys = [*CELL_KEYS, "sampler"]
     nfe = d[(d["sampler"] != "") & (d["metric"] == "nfe")].drop_duplicates(keys).set_index(keys)["value"]
     sample["nfe"] = sample.set_index(keys).index.map(nfe).to_numpy() if len(sample) else []
-    se = d[(d["metric"] == "score_error_rel") & (d["region"] == "all") & (d["sigma"] > 0)]
-    se = se[se["sigma"] == se.groupby(keys[:4])["sigma"].transform("min")].copy()
+    se = score_error_rows(d)
+    se = at_sigma_min(se[se["sigma"] > 0]).copy()
     se["nfe"] = math.nan
     out = pd.concat([sample, se], ignore_index=True)
     if "extractor" not in out.columns:
@@ -66,12 +83,11 @@ def level_stats(rows):
     """Mean, sd and n over seeds per (dataset, metric, objective, sampler, λ, L), plus the NFE."""
     import pandas as pd
 
-    keys = ["dataset", "metric", "extractor", "objective", "sampler", "weighting", "L"]
     if rows.empty:
-        return pd.DataFrame(columns=[*keys, "mean", "sd", "n", "nfe"])
-    g = rows.groupby(keys)
-    stats = g["value"].agg(mean="mean", sd="std", n="count").join(g["nfe"].mean()).reset_index()
-    return stats.sort_values(keys).reset_index(drop=True)
+        return pd.DataFrame(columns=[*STATS_KEYS, "mean", "sd", "n", "nfe"])
+    stats = over_seeds(rows, STATS_KEYS)[[*STATS_KEYS, "mean", "sd", "n"]]
+    stats = stats.merge(rows.groupby(STATS_KEYS)["nfe"].mean().reset_index(), on=STATS_KEYS, how="left")
+    return stats.sort_values(STATS_KEYS).reset_index(drop=True)
 
 
 def _hue_order(rows) -> list[str]:
@@ -82,14 +98,12 @@ def _hue_order(rows) -> list[str]:
 def levels_figure(df, out_dir: Path, name: str) -> None:
     """One metric family against L (log axis), hue = λ, one panel per dataset (and per objective ·
     sampler when the study has several); lines: mean over seeds, bands: 95 % bootstrap CI over seeds."""
-    import numpy as np
-
     metric, ylabel, _ = FAMILIES[name]
     rows = level_rows(df)
     rows = rows[rows["metric"] == metric].copy()
     if rows.empty:
-        return _empty(out_dir, name, f"no {metric} rows with a known number of σ levels")
-    plt, sns = _plt()
+        return empty_figure(out_dir, name, f"no {metric} rows with a known number of σ levels")
+    plt, sns = pyplot()
     rows["λ"] = rows["weighting"].map(weighting_label)
     rows["variant"] = rows["objective"] + (" · " + rows["sampler"]).where(rows["sampler"] != "", "")
     panels = sorted(rows.groupby(["dataset", "variant"]).groups)
@@ -110,8 +124,7 @@ def levels_figure(df, out_dir: Path, name: str) -> None:
         extractor = sorted(set(sub["extractor"]) - {""})
         if extractor:
             label = label.replace("FID", f"FID [{', '.join(extractor)} features]")
-        vals = sub["value"].to_numpy(dtype=float)
-        if np.isfinite(vals).any() and np.nanmin(vals) > 0 and np.nanmax(vals) / np.nanmin(vals) > 30:
+        if spans_decades(sub["value"]):
             ax.set_yscale("log")
             label = label.replace("(lower", "(log scale; lower")
         ax.set_xlabel("number of σ levels L (log scale)")
@@ -122,16 +135,16 @@ def levels_figure(df, out_dir: Path, name: str) -> None:
     fig.suptitle(f"{what} against the number of noise levels L, one line per loss weighting λ(σ)\n"
                  f"lines: mean over {n_seeds} seeds, bands: 95% bootstrap CI over seeds", y=1.02)  # fmt: skip
     fig.tight_layout()
-    _save(fig, out_dir, name)
+    save_figure(fig, out_dir, name)
 
 
-def levels_figures(df, out_dir: Path) -> None:
-    """Every figure of LEVEL_FIGURES (a family the table lacks is written as a one-line note)."""
-    for name in LEVEL_FIGURES:
-        levels_figure(df, out_dir, name)
+def figures(inputs) -> None:
+    """Every figure of FIGURES (a family the table lacks is written as a one-line note)."""
+    for name in FIGURES:
+        levels_figure(inputs.table, inputs.figures_dir, name)
 
 
-# ---------------------------------------------------------------------- summary
+# ---------------------------------------------------------------------- summary section
 
 
 def best_cells(stats) -> list[dict]:
@@ -145,7 +158,7 @@ def best_cells(stats) -> list[dict]:
         best = ranked[0]
         second = ranked[1] if len(ranked) > 1 else None
         gap = second["mean"] - best["mean"] if second else math.nan
-        noise = math.hypot(*(0.0 if math.isnan(r["sd"]) else r["sd"] for r in (best, second))) if second else math.nan
+        noise = combined_sd(best["sd"], second["sd"]) if second else math.nan
         out.append(dict(zip(["dataset", "metric", "extractor", "objective", "sampler"], key), best=best, second=second,
                         gap=gap, resolved=bool(second) and gap > noise))  # fmt: skip
     order = {m: i for i, (m, *_) in enumerate(FAMILIES.values())}
@@ -162,19 +175,31 @@ def _cell(r: dict) -> str:
 
 
 def _fmt_row(r: dict) -> str:
-    from scorebench.summary import fmt
-
-    return fmt(r["mean"], r["sd"], int(r["n"]))
-
-
-def _noise(*cells) -> float:
-    """The seeds' combined sd of some cells (√Σ sd²; a single-seed cell counts 0)."""
-    return math.hypot(*(0.0 if math.isnan(r["sd"]) else r["sd"] for r in cells))
+    return mean_sd_text(r["mean"], r["sd"], int(r["n"]))
 
 
 def _weighting_order(w: str):
     names = list(WEIGHTING_LABELS)
     return (names.index(w) if w in names else len(names), w)
+
+
+def _lowest_per_level(grp) -> str | None:
+    """Which weighting is lowest at each L (a lead within the seeds' combined sd names none)."""
+    wins: dict = {}
+    for L, at in grp.groupby("L"):
+        if at["weighting"].nunique() > 1:
+            first, second = at.sort_values("mean").to_dict("records")[:2]
+            resolved = second["mean"] - first["mean"] > combined_sd(first["sd"], second["sd"])
+            wins.setdefault(first["weighting"] if resolved else "", []).append(int(L))
+    if not wins:
+        return None
+    n_l = sum(len(v) for v in wins.values())
+    said = [f"{weighting_label(w)} at {len(ls)} of {n_l} (L = {', '.join(map(str, ls))})"
+            for w, ls in sorted(wins.items(), key=lambda kv: (-len(kv[1]), _weighting_order(kv[0]))) if w]  # fmt: skip
+    if "" in wins:
+        said.append(f"no weighting ahead of the next by more than the seeds' combined sd at L = "
+                    f"{', '.join(map(str, wins['']))}")  # fmt: skip
+    return "  Lowest weighting per L: " + "; ".join(said) + "."
 
 
 def _findings(stats) -> list[str]:
@@ -193,26 +218,15 @@ def _findings(stats) -> list[str]:
             if lowest is first:
                 parts.append(f"{head} is already its lowest (largest L: {_fmt_row(last)} at L = {int(last['L'])})")
                 continue
-            verdict = ("more levels help" if first["mean"] - lowest["mean"] > _noise(first, lowest)
+            verdict = ("more levels help" if first["mean"] - lowest["mean"] > combined_sd(first["sd"], lowest["sd"])
                        else "no drop beyond the seeds' spread")  # fmt: skip
             tail = "" if lowest is last else f", then {_fmt_row(last)} at L = {int(last['L'])}"
             parts.append(f"{head} → lowest {_fmt_row(lowest)} at L = {int(lowest['L'])}{tail} ({verdict})")
         what = f"{ds}, {_metric_name(metric, ext)} (`{obj}`" + (f", `{smp}`)" if smp else ")")
         out.append(f"- {what}: " + "; ".join(parts) + ".")
-        wins: dict = {}
-        for L, at in grp.groupby("L"):
-            if at["weighting"].nunique() > 1:
-                first, second = at.sort_values("mean").to_dict("records")[:2]
-                resolved = second["mean"] - first["mean"] > _noise(first, second)
-                wins.setdefault(first["weighting"] if resolved else "", []).append(int(L))
-        if wins:
-            n_l = sum(len(v) for v in wins.values())
-            said = [f"{weighting_label(w)} at {len(ls)} of {n_l} (L = {', '.join(map(str, ls))})"
-                    for w, ls in sorted(wins.items(), key=lambda kv: (-len(kv[1]), _weighting_order(kv[0]))) if w]
-            if "" in wins:
-                said.append(f"no weighting ahead of the next by more than the seeds' combined sd at L = "
-                            f"{', '.join(map(str, wins['']))}")
-            out.append("  Lowest weighting per L: " + "; ".join(said) + ".")
+        per_level = _lowest_per_level(grp)
+        if per_level:
+            out.append(per_level)
     return out
 
 
@@ -236,17 +250,27 @@ def _headline(best: list[dict], smallest_l: int) -> list[str]:
     return out
 
 
-def levels_section(df) -> str:
-    """The summary's λ × L section: what the figures show, the best cell per dataset and metric, the
-    full grid of means, and findings; every number is a query over `df`."""
-    from scorebench.summary import _md_table
+def _grid_table(stats) -> str:
+    """Every (dataset, objective, λ, L) with one column per metric (mean ± sd over seeds)."""
+    family = {m: i for i, (m, *_) in enumerate(FAMILIES.values())}
+    named = stats.assign(name=[_metric_name(m, e) for m, e in zip(stats["metric"], stats["extractor"])])
+    metrics = list(dict.fromkeys(named.sort_values("metric", key=lambda s: s.map(family))["name"]))
+    grid = []
+    for (ds, obj, w, L), grp in sorted(named.groupby(["dataset", "objective", "weighting", "L"]),
+                                       key=lambda kv: (kv[0][:2], _weighting_order(kv[0][2]), kv[0][3])):  # fmt: skip
+        vals = {r["name"]: _fmt_row(r) for r in grp.to_dict("records")}  # one sampler: one value per metric
+        grid.append([ds, obj, weighting_label(w), str(int(L)), *[vals.get(m, "") for m in metrics]])
+    return markdown_table(["dataset", "objective", "weighting", "L", *metrics], grid)
 
-    rows = level_rows(df)
-    stats = level_stats(rows)
-    figures = ", ".join(f"`figures/{n}.png`" for n in LEVEL_FIGURES)
+
+def section(inputs) -> str:
+    """The summary's λ × L section: what the figures show, the best cell per dataset and metric, the
+    full grid of means, and findings; every number is a query over the table."""
+    stats = level_stats(level_rows(inputs.table))
+    figures_list = ", ".join(f"`figures/{n}.png`" for n in FIGURES)
     text = ["## Loss weighting λ(σ) × number of noise levels L\n"]
     text.append(
-        f"{figures} plot each metric family against the number of σ levels L (log axis), one line per loss "
+        f"{figures_list} plot each metric family against the number of σ levels L (log axis), one line per loss "
         "weighting λ(σ), one panel per dataset; lines are means over seeds and bands 95 % bootstrap confidence "
         "intervals over seeds. Sample quality is MMD² and sliced Wasserstein-2 to held-out data for the 2-D toys "
         "and FID for images; the score error is the relative error E‖s_θ − ∇log p_σ‖² / E‖∇log p_σ‖² over all "
@@ -263,7 +287,7 @@ def levels_section(df) -> str:
     text.append("\n".join(_headline(best, int(stats["L"].min()))) + "\n")
     text.append("Best cell per dataset and metric (mean ± sd over seeds; gap = runner-up mean − best mean; "
                 "resolved: the gap exceeds the two cells' seed sds combined, √(sd₁² + sd₂²)):\n")  # fmt: skip
-    text.append(_md_table(
+    text.append(markdown_table(
         ["dataset", "metric", "objective · sampler", "best λ, L", "best", "runner-up λ, L", "runner-up", "gap",
          "resolved"],
         [[b["dataset"], _metric_name(b["metric"], b["extractor"]), b["objective"] + (f" · {b['sampler']}" if b["sampler"] else ""),
@@ -272,15 +296,7 @@ def levels_section(df) -> str:
           "yes" if b["resolved"] else "no"] for b in best],
     ))  # fmt: skip
     text.append("Every cell (mean ± sd over seeds):\n")
-    family = {m: i for i, (m, *_) in enumerate(FAMILIES.values())}
-    named = stats.assign(name=[_metric_name(m, e) for m, e in zip(stats["metric"], stats["extractor"])])
-    metrics = list(dict.fromkeys(named.sort_values("metric", key=lambda s: s.map(family))["name"]))
-    grid = []
-    for (ds, obj, w, L), grp in sorted(named.groupby(["dataset", "objective", "weighting", "L"]),
-                                       key=lambda kv: (kv[0][:2], _weighting_order(kv[0][2]), kv[0][3])):  # fmt: skip
-        vals = {r["name"]: _fmt_row(r) for r in grp.to_dict("records")}  # one sampler: one value per metric
-        grid.append([ds, obj, weighting_label(w), str(int(L)), *[vals.get(m, "") for m in metrics]])
-    text.append(_md_table(["dataset", "objective", "weighting", "L", *metrics], grid))
+    text.append(_grid_table(stats))
     text.append("Findings (per weighting: the smallest L against its lowest; then the lowest weighting per L):\n")
     text.append("\n".join(_findings(stats)) + "\n")
     return "\n".join(text)
