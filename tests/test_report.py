@@ -16,7 +16,7 @@ from scorebench.report.default_figures import make_default_figures
 from scorebench.report.queries import at_sigma_min, first_metric_present, score_error_rows
 from scorebench.report.stats import combined_sd, describe, over_seeds
 from scorebench.report.summary_tables import summary_table, write_summary_tables
-from scorebench.report.tables import markdown_table, mean_sd_text, to_latex, to_markdown
+from scorebench.report.tables import markdown_table, mean_sd_text, to_latex
 from scorebench.schema import load_schema
 from test_layers import import_graph
 from test_studies import markdown_rows

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from scorebench.report.job_files import sample_cell
 from scorebench.report.plotting import CELL_LABEL, empty_figure, label_cells, pyplot, save_figure
-from scorebench.report.queries import CELL_KEYS, at_sigma_min, first_metric_present, score_error_rows
+from scorebench.report.queries import at_sigma_min, first_metric_present, score_error_rows
 
 SAMPLE_METRICS = {
     "fid": "FID (lower is better)",
