@@ -18,6 +18,7 @@ does), so it refuses only what overflows, not every σ_max far above the data's 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from scorebench.data.registry import IMAGE_DATASETS, LABELLED_DATASETS, dataset_dim, has_images, npz_image_shape
 from scorebench.errors import ScorebenchError
@@ -107,6 +108,10 @@ def check_study(study) -> None:
                     f"feature_net trains on class labels, but dataset {name} (kind {ds['kind']}) has none; "
                     "use `extractor: inception` (with `inception_weights: PATH` offline) or exclude its cells",
                 )
+    for name in sorted({c.objective for c in study.cells}):
+        obj = config["objectives"][name]
+        if obj["kind"] == "imported" and not Path(obj["checkpoint"]).is_file():
+            refuse(f"objectives/{name}/checkpoint", f"{obj['checkpoint']}: file not found")
     _check_budgets(study, datasets)
 
 

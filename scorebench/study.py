@@ -21,6 +21,9 @@ from scorebench.errors import ScorebenchError
 from scorebench.layout import member_dir
 from scorebench.schema import validate_config
 
+# Objectives whose model is not trained here: the exact score, or weights imported from a file.
+UNTRAINED = ("oracle", "imported")
+
 # Toys (TOY_DATASETS): vectors with a closed-form score; an MLP by default, no FID reference. gmm_nd
 # may have any dimension, so the 2-D-only figures (score fields, the animation) ask `is_2d_toy`.
 
@@ -123,6 +126,10 @@ class Study:
             return "model scale_by_sigma divides by σ, but schedule kind is `none`"
         if model["arch"] in ("unet", "ncsn", "ncsnv2") and ds["kind"] in TOY_DATASETS:
             return f"model arch {model['arch']} needs images, but the dataset is a toy (vectors)"
+        if obj["kind"] == "imported" and model["arch"] not in ("ncsn", "ncsnv2"):
+            return f"an imported checkpoint is an NCSN or NCSNv2 network, but the model arch is {model['arch']}"
+        if obj["kind"] == "imported" and sch["kind"] == "none":
+            return "an imported NCSN/NCSNv2 network is conditioned on σ levels, but schedule kind is `none`"
         return None
 
     @staticmethod
@@ -219,7 +226,7 @@ class Study:
             if (
                 self.training_settings(cell.dataset)["pack"]
                 and self.model_settings(cell.dataset)["arch"] in PACKABLE_ARCHS
-                and self.config["objectives"][cell.objective]["kind"] != "oracle"
+                and self.config["objectives"][cell.objective]["kind"] not in UNTRAINED
             ):
                 packs.setdefault(f"{cell.dataset}/{cell.objective}", []).append(cell)
         return packs

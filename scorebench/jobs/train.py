@@ -38,6 +38,8 @@ def _train_cell(spec: dict, out_dir: Path) -> dict:
 
     c = Components(spec)
     log.info("cell %s: dataset %s %s, %d σ levels", spec["cell"], c.dataset.name, c.dataset.shape, c.schedule.levels)
+    if spec["objective"]["kind"] == "imported":
+        return _import_cell(spec, c, out_dir)
     if c.is_oracle:
         save_atomic(
             {
@@ -56,6 +58,21 @@ def _train_cell(spec: dict, out_dir: Path) -> dict:
     log_ready(log, "training")
     result = train(model, loss, c.dataset.train, c.schedule, settings, out_dir)
     return {"step": result.step, "wall_s": result.wall_s}
+
+
+def _import_cell(spec: dict, c: Components, out_dir: Path) -> dict:
+    """An imported cell: the authors' released weights as its model.pt, checked against its schedule's
+    σ list and model preset; its train log is one record naming the file and its step."""
+    from scorebench.models.import_authors import import_checkpoint
+    from scorebench.results import write_text
+
+    path = spec["objective"]["checkpoint"]
+    summary = import_checkpoint(path, out_dir / "model.pt", arch=spec["model"]["arch"], preset=spec["model"]["preset"],
+                                shape=c.dataset.shape, sigmas=c.schedule.sigmas.tolist())  # fmt: skip
+    record = {"step": int(summary["step"] or 0), "imported_from": str(path), "ema": summary["ema"]}
+    write_text(out_dir / "train_log.jsonl", json.dumps(record) + "\n")
+    log.info("cell %s: imported %s (step %s, EMA %s)", spec["cell"], path, summary["step"], summary["ema"])
+    return {"step": 0, "wall_s": 0.0}  # nothing trained here: no resume files to settle
 
 
 def train_pack_job(spec: dict, out_dir, resume_dir) -> dict:

@@ -71,6 +71,12 @@ def cell_file(cell, name):
     )
 
 
+def get_imported_checkpoint(wildcards):
+    """An imported cell's checkpoint file (so editing or replacing it reruns the import); else none."""
+    objective = STUDY.config["objectives"][wildcards.objective]
+    return [objective["checkpoint"]] if objective["kind"] == "imported" else []
+
+
 def get_train_spec(wildcards):
     return spec_json(STUDY.train_spec(cell_of(wildcards)))
 

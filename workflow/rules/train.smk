@@ -1,4 +1,6 @@
 rule train:
+    input:
+        checkpoint=get_imported_checkpoint,
     output:
         model=cell_path("model.pt"),
         log=cell_path("train_log.jsonl"),
