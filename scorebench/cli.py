@@ -71,7 +71,7 @@ def cmd_aggregate(args):
 def cmd_figures(args):
     from scorebench.jobs.report import figures_job
 
-    figures_job(args.table, args.out_dir, tables_dir=args.tables, curves=args.curves, samples=args.samples)
+    figures_job(args.table, args.out_dir, tables_dir=args.tables, curves=args.curves, samples=args.samples, only=args.only)
 
 
 def cmd_score_field(args):
@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--samples", nargs="*", default=[], help="samples .npz files for sample grids")
     sp.add_argument("--out-dir", required=True)
     sp.add_argument("--tables", required=True, help="folder for the Markdown/LaTeX summary tables")
+    sp.add_argument("--only", nargs="*", default=None,
+                    help="figure names to draw (the workflow's declared outputs); a named figure with nothing to "
+                         "draw is an error. Default: every figure the table can fill")  # fmt: skip
 
     sp = verb("score-field", cmd_score_field, "a 2-D toy cell's score and the exact score on a grid (.npz)")
     sp.add_argument("--spec", required=True)

@@ -313,7 +313,7 @@ class Study:
     @property
     def paper_figures(self) -> list:
         """The figures of those studies (report.Figure: a name, its file formats and its caption)."""
-        return [figure for paper in self.paper_studies for figure in paper.figure_files]
+        return report.paper_figures(self)
 
     @property
     def paper_inputs(self) -> set[str]:
@@ -341,6 +341,7 @@ class Study:
         return {
             "study": self.name,
             "figures": self.figure_settings,
+            "paper_figures": [f.name for f in self.paper_figures],
             "datasets": {d: self.dataset_spec(d) for d in sorted(self.config["datasets"])},
             "schedules": {n: {"name": n, **s} for n, s in sorted(self.config["schedules"].items())},
             "samplers": {n: {"name": n, **s} for n, s in sorted(self.config["sampling"]["samplers"].items())},

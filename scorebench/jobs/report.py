@@ -15,13 +15,15 @@ def aggregate_job(inputs, out, *, train_logs=()) -> None:
     aggregate(inputs, out, train_logs=train_logs)
 
 
-def figures_job(table, out_dir, *, tables_dir, curves=None, samples=()) -> None:
-    """The default figures and summary tables of every study, from its table, training curves and samples."""
+def figures_job(table, out_dir, *, tables_dir, curves=None, samples=(), only=None) -> None:
+    """The default figures and summary tables of every study, from its table, training curves and samples;
+    `only`: the figure names the workflow declared (scorebench.report.default_figures), None for all it can."""
     from scorebench.report.default_figures import make_default_figures
     from scorebench.report.summary_tables import write_summary_tables
 
     df = read_table(table, "study table")
-    make_default_figures(df, out_dir, curves=read_table(curves, "training curves") if curves else None, samples=samples)
+    make_default_figures(df, out_dir, curves=read_table(curves, "training curves") if curves else None, samples=samples,
+                         only=only)  # fmt: skip
     write_summary_tables(df, tables_dir)
 
 
@@ -51,5 +53,6 @@ def study_figures_job(spec: dict, table, out_dir, *, fields=(), samples=(), summ
         table=read_table(table, "study table"), study=spec["study"], settings=spec["figures"], figures_dir=out_dir,
         samples=tuple(samples), fields=tuple(fields), mixtures=mixtures, sigmas=sigmas,
         annealed_samplers=tuple(n for n, smp in spec["samplers"].items() if smp["kind"] == "annealed_langevin"),
+        wanted=tuple(spec["paper_figures"]) if "paper_figures" in spec else None,
     )  # fmt: skip
     return write_paper_report(inputs, summary)

@@ -1,9 +1,12 @@
 """The figures every study gets, each a query over the study's tidy table (plus curves and samples).
 
-Every figure is written as PNG and PDF. A figure whose data the study does not have (say, metric
-vs number of σ levels in a study with a single L) is still written, with a one-line note saying
-why it is empty, so the workflow's outputs are the same for every study. The registry
-(scorebench.report.DEFAULT_FIGURES) names them and their captions.
+Every figure is written as PNG and PDF. The registry (scorebench.report.default_figures) says from
+the config which of them a study can fill (no metric-vs-L figure for a single L, no sample figures
+without samplers, ...); only those are declared and drawn, and a declared figure whose rows the
+table lacks is an error (plotting.NothingToDraw), never a placeholder.
+
+A figure that compares cells of different schedules at one noise level reads one σ of the common
+set (queries.at_common_sigma) and names it on its axis.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ import math
 from pathlib import Path
 
 from scorebench.report.job_files import sample_cell
-from scorebench.report.plotting import CELL_LABEL, empty_figure, label_cells, pyplot, save_figure
-from scorebench.report.queries import at_sigma_min, first_metric_present, score_error_rows
+from scorebench.report.plotting import CELL_LABEL, NothingToDraw, draw_each, label_cells, pyplot, save_figure
+from scorebench.report.queries import at_common_sigma, first_metric_present, own_sigma_rows, score_error_rows, sigma_text
 
 SAMPLE_METRICS = {
     "fid": "FID (lower is better)",
@@ -27,10 +30,10 @@ SAMPLE_METRICS = {
 def score_error_vs_sigma(df, out_dir: Path) -> None:
     """Relative score error over all evaluation points against σ, one line per schedule/objective."""
     plt, sns = pyplot()
-    d = score_error_rows(df)
+    d = own_sigma_rows(score_error_rows(df))
     d = d[d["sigma"] > 0]
     if d.empty:
-        return empty_figure(out_dir, "score_error_vs_sigma", "no score-error rows with σ > 0")
+        raise NothingToDraw("score_error_vs_sigma", "no score-error rows with σ > 0")
     d = label_cells(d)
     g = sns.relplot(
         data=d, x="sigma", y="value", hue=CELL_LABEL, col="dataset", kind="line", marker="o",
@@ -42,31 +45,43 @@ def score_error_vs_sigma(df, out_dir: Path) -> None:
     save_figure(g.figure, out_dir, "score_error_vs_sigma")
 
 
-def score_error_by_density(df, out_dir: Path) -> None:
-    """Absolute score error per density bin at each cell's smallest σ; bin 0 is the lowest density.
+NORM_LABEL = "score error / mean ‖∇log p_σ‖² over all points\n({sigma}, common to every cell)"
 
-    2-D toys use the uniform grid over the data's box ("grid_bin": the low-density plane between
-    modes, where the method says a noiseless model is wrong); images use held-out points binned by
-    distance to the nearest training image ("bin").
+
+def score_error_by_density(df, out_dir: Path) -> None:
+    """Normalised score error (`score_error_norm`: the bin's mean ‖s_θ − ∇log p_σ‖² divided by the mean
+    ‖∇log p_σ‖² over the whole point set at the same σ) per bin of the clean data density, at ONE σ
+    of the common set shared by every cell; bin 0 is the lowest density.
+
+    2-D toys use the uniform grid over the data's box ("grid_bin", binned by log p_0: the low-density
+    plane between modes) where the table has it, else held-out points binned by log p_0 ("bin");
+    images use held-out points binned by distance to the nearest training image ("bin").
     """
     plt, sns = pyplot()
-    d = score_error_rows(df, "score_error", regions=("bin", "grid_bin"))
+    d = score_error_rows(df, "score_error_norm", regions=("bin", "grid_bin"))
     if d.empty:
-        return empty_figure(out_dir, "score_error_by_density", "no score-error rows")
+        raise NothingToDraw("score_error_by_density", "no score_error_norm rows")
     has_grid = d.groupby("dataset")["region"].transform(lambda r: (r == "grid_bin").any())
-    d = label_cells(at_sigma_min(d[(d["region"] == "grid_bin") | ~has_grid]))
+    d = d[(d["region"] == "grid_bin") | ~has_grid]
+    sigma, d = at_common_sigma(d)
+    if d.empty:
+        raise NothingToDraw("score_error_by_density", "no common-σ score-error rows shared by every cell")
+    d = label_cells(d)
     g = sns.catplot(
-        data=d, x="bin", y="value", hue=CELL_LABEL, col="dataset", kind="point", errorbar="sd",
-        sharey=False, height=3.2, aspect=1.2, col_wrap=min(3, d["dataset"].nunique()),
+        data=d, x="bin", y="value", hue=CELL_LABEL, col="dataset", kind="point", errorbar=("ci", 95),
+        sharey=False, height=3.2, aspect=1.3, col_wrap=min(3, d["dataset"].nunique()),
     )  # fmt: skip
     g.set(yscale="log")
-    g.set_axis_labels("density bin (0 = lowest density)", "score error E‖s_θ−∇log p_σ‖²\nat each cell's smallest σ")
-    g.figure.suptitle("Score error by data density (toys: uniform grid; images: held-out points; lower is better)", y=1.03)
+    by = sorted(set(d["bin_by"].dropna().astype(str))) if "bin_by" in d else []
+    g.set_axis_labels("density bin (0 = lowest density" + (f"; by {', '.join(by)})" if by else ")"),
+                      NORM_LABEL.format(sigma=sigma_text(sigma)))  # fmt: skip
+    g.figure.suptitle(f"Score error by clean data density at {sigma_text(sigma)} (toys: log p₀; images: distance to "
+                      "the nearest training image; bars: 95 % CI over seeds; lower is better)", y=1.03)  # fmt: skip
     save_figure(g.figure, out_dir, "score_error_by_density")
 
 
 def sample_quality(df, out_dir: Path) -> None:
-    """Headline sample-quality metric of each dataset per cell and sampler (bars: mean ± sd over seeds)."""
+    """Headline sample-quality metric of each dataset per cell and sampler (bars: mean and 95 % CI over seeds)."""
     plt, sns = pyplot()
     panels = []
     for ds, sub in df[df["sampler"] != ""].groupby("dataset"):
@@ -74,10 +89,10 @@ def sample_quality(df, out_dir: Path) -> None:
         if found:
             panels.append((ds, found[0], SAMPLE_METRICS[found[0]], label_cells(found[1])))
     if not panels:
-        return empty_figure(out_dir, "sample_quality", "no sample-quality rows")
+        raise NothingToDraw("sample_quality", "no sample-quality rows")
     fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.6), squeeze=False)
     for i, (ax, (ds, metric, label, rows)) in enumerate(zip(axes[0], panels)):
-        sns.barplot(data=rows, y=CELL_LABEL, x="value", hue="sampler", errorbar="sd", ax=ax, orient="h")
+        sns.barplot(data=rows, y=CELL_LABEL, x="value", hue="sampler", errorbar=("ci", 95), ax=ax, orient="h")
         ax.set_title(f"{ds}: {metric}")
         ax.set_xlabel(label)
         ax.set_ylabel("")
@@ -85,34 +100,55 @@ def sample_quality(df, out_dir: Path) -> None:
             ax.get_legend().remove()
         else:
             sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), title="sampler")
-    fig.suptitle("Sample quality per cell and sampler (bars: mean ± sd over seeds)", y=1.02)
+    fig.suptitle("Sample quality per cell and sampler (bars: mean and 95% CI over seeds)", y=1.02)
     fig.tight_layout()
     save_figure(fig, out_dir, "sample_quality")
 
 
+def _levels_column(df):
+    """Each row's number of σ levels L: `schedule_n_levels` (every kind that fixes L), else `schedule_levels`."""
+    for col in ("schedule_n_levels", "schedule_levels"):
+        if col in df.columns and df[col].notna().any():
+            return df[col]
+    return None
+
+
 def metric_vs_levels(df, out_dir: Path) -> None:
-    """Sample quality and score error against the number of σ levels L, one line per weighting λ."""
+    """Sample quality (per sampler, NFE beside each L) and the relative score error at one common σ
+    against the number of σ levels L, one line per weighting λ (bands: 95 % CI over seeds)."""
     plt, sns = pyplot()
-    if "schedule_levels" not in df.columns:
-        return empty_figure(out_dir, "metric_vs_levels", "no schedule with a `levels` setting")
-    d = df[df["schedule_levels"].notna()].copy()
-    if d.empty or d["schedule_levels"].nunique() < 2:
-        return empty_figure(out_dir, "metric_vs_levels", "the study varies the number of σ levels in fewer than 2 values")
-    d["L"] = d["schedule_levels"].astype(int)
-    d["weighting λ"] = d["schedule_weighting"]
+    levels = _levels_column(df)
+    if levels is None:
+        raise NothingToDraw("metric_vs_levels", "no schedule with a known number of levels")
+    d = df[levels.notna()].copy()
+    d["L"] = levels[levels.notna()].astype(int)
+    if d.groupby(["dataset", "objective"])["L"].nunique().max() < 2:
+        raise NothingToDraw("metric_vs_levels", "no dataset × objective with 2 or more numbers of σ levels")
+    d["weighting λ"] = d["schedule_weighting"] if "schedule_weighting" in d else ""
     panels = []
     for ds, sub in d.groupby("dataset"):
-        found = first_metric_present(sub, SAMPLE_METRICS)
-        if found:
-            panels.append((ds, SAMPLE_METRICS[found[0]], found[1]))
-        se = score_error_rows(sub)
-        if len(se):
-            panels.append((ds, "relative score error at σ_min (lower is better)", at_sigma_min(se)))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
-    for ax, (ds, label, rows) in zip(axes[0], panels):
+        for smp, rows in sub[sub["sampler"] != ""].groupby("sampler"):
+            found = first_metric_present(rows, SAMPLE_METRICS)
+            if found and found[1]["L"].nunique() >= 2:
+                nfe = rows[rows["metric"] == "nfe"].groupby("L")["value"].mean()
+                panels.append((f"{ds} · {smp}", SAMPLE_METRICS[found[0]], found[1], nfe))
+        sigma, se = at_common_sigma(score_error_rows(sub))
+        if len(se) and se["L"].nunique() >= 2:
+            panels.append((ds, f"relative score error at {sigma_text(sigma)}\n(common σ; lower is better)", se, None))
+    if not panels:
+        raise NothingToDraw("metric_vs_levels", "no sample metric or common-σ score error at 2 or more L")
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    for ax, (title, label, rows, nfe) in zip(axes[0], panels):
         sns.lineplot(data=rows, x="L", y="value", hue="weighting λ", style="objective", marker="o", errorbar=("ci", 95), ax=ax)
         ax.set_xscale("log")
-        ax.set_title(ds)
+        ticks = sorted(rows["L"].unique())
+        ax.set_xticks(ticks)
+        if nfe is not None and len(nfe) and nfe.nunique() > 1:  # cost differs with L: say so at each tick
+            ax.set_xticklabels([f"{L}\nNFE {nfe.get(L, float('nan')):.0f}" for L in ticks], fontsize=7)
+        else:
+            ax.set_xticklabels([str(L) for L in ticks])
+        ax.minorticks_off()
+        ax.set_title(title)
         ax.set_xlabel("number of σ levels L")
         ax.set_ylabel(label)
     fig.suptitle("Ablation: number of noise levels × weighting (bands: 95% CI over seeds)", y=1.02)
@@ -124,7 +160,7 @@ def training_curves(curves, out_dir: Path) -> None:
     """Training loss against step per schedule/objective (lines: mean over seeds)."""
     plt, sns = pyplot()
     if curves is None or curves.empty:
-        return empty_figure(out_dir, "training_curves", "no training logs (oracle-only study)")
+        raise NothingToDraw("training_curves", "no training logs (oracle-only study)")
     c = label_cells(curves)
     c = c[c["loss"].apply(math.isfinite)]
     g = sns.relplot(
@@ -158,7 +194,7 @@ def samples_figure(sample_files, out_dir: Path, max_panels: int = 24) -> None:
     files = sorted(Path(p) for p in sample_files)
     files = [f for f in files if sample_cell(f)[3] == min(sample_cell(g)[3] for g in files)][:max_panels]
     if not files:
-        return empty_figure(out_dir, "samples", "no samples")
+        raise NothingToDraw("samples", "no samples")
     cols = min(4, len(files))
     rows = math.ceil(len(files) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.3 * rows), squeeze=False)
@@ -184,13 +220,17 @@ def samples_figure(sample_files, out_dir: Path, max_panels: int = 24) -> None:
     save_figure(fig, out_dir, "samples")
 
 
-def make_default_figures(df, out_dir, *, curves=None, samples=()) -> None:
-    """Every figure of DEFAULT_FIGURES, from the study table `df`, the training curves and samples files."""
+def make_default_figures(df, out_dir, *, curves=None, samples=(), only=None) -> list[str]:
+    """The figures of DEFAULT_FIGURES named in `only` (what the workflow declared: registry.default_figures),
+    or, without `only`, every one the table can fill; returns the names drawn. A figure in `only`
+    with nothing to draw raises plotting.NothingToDraw."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    score_error_vs_sigma(df, out_dir)
-    score_error_by_density(df, out_dir)
-    sample_quality(df, out_dir)
-    metric_vs_levels(df, out_dir)
-    training_curves(curves, out_dir)
-    samples_figure(samples, out_dir)
+    return draw_each({
+        "score_error_vs_sigma": lambda: score_error_vs_sigma(df, out_dir),
+        "score_error_by_density": lambda: score_error_by_density(df, out_dir),
+        "sample_quality": lambda: sample_quality(df, out_dir),
+        "metric_vs_levels": lambda: metric_vs_levels(df, out_dir),
+        "training_curves": lambda: training_curves(curves, out_dir),
+        "samples": lambda: samples_figure(samples, out_dir),
+    }, None if only is None else set(only))  # fmt: skip

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from scorebench.report.plotting import empty_figure, pyplot, save_figure, spans_decades
+from scorebench.report.plotting import NothingToDraw, pyplot, save_figure, spans_decades
 from scorebench.report.queries import CELL_KEYS, at_sigma_min, score_error_rows
 from scorebench.report.stats import combined_sd, over_seeds
 from scorebench.report.tables import markdown_table, mean_sd_text
@@ -102,7 +102,7 @@ def levels_figure(df, out_dir: Path, name: str) -> None:
     rows = level_rows(df)
     rows = rows[rows["metric"] == metric].copy()
     if rows.empty:
-        return empty_figure(out_dir, name, f"no {metric} rows with a known number of σ levels")
+        raise NothingToDraw(name, f"no {metric} rows with a known number of σ levels")
     plt, sns = pyplot()
     rows["λ"] = rows["weighting"].map(weighting_label)
     rows["variant"] = rows["objective"] + (" · " + rows["sampler"]).where(rows["sampler"] != "", "")

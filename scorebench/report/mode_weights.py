@@ -12,7 +12,7 @@ from pathlib import Path
 
 from scorebench.data.registry import MIXTURE_DATASETS
 from scorebench.report.job_files import first_seed_samples, sample_cell
-from scorebench.report.plotting import AXIS_LABELS, DENSITY_RANGE, empty_figure, mixture_log_density, pyplot, save_figure
+from scorebench.report.plotting import AXIS_LABELS, DENSITY_RANGE, NothingToDraw, mixture_log_density, pyplot, save_figure
 from scorebench.report.queries import sampler_kinds
 from scorebench.report.stats import describe
 from scorebench.report.tables import markdown_table, mean_sd_text
@@ -56,7 +56,7 @@ def sampler_samples_figure(sample_files, df, mixtures: dict, out_dir: Path, name
     plt, _ = pyplot()
     files = first_seed_samples(p for p in sample_files if sample_cell(Path(p))[0] in mixtures)
     if not files:
-        return empty_figure(out_dir, name, "no samples of a Gaussian-mixture dataset")
+        raise NothingToDraw(name, "no samples of a Gaussian-mixture dataset")
     rows_keys = sorted({sample_cell(p)[:3] for p in files})
     samplers = sorted({sample_cell(p)[4] for p in files})
     kinds = sampler_kinds(df)
@@ -101,7 +101,7 @@ def mode_weights_figure(df, mixtures: dict, out_dir: Path, name: str = "mode_wei
     plt, sns = pyplot()
     d = mode_weight_rows(df, mixtures)
     if d.empty:
-        return empty_figure(out_dir, name, "no mode-weight rows (needs a Gaussian-mixture dataset)")
+        raise NothingToDraw(name, "no mode-weight rows (needs a Gaussian-mixture dataset)")
     d = d.copy()
     panels = sorted(d.groupby(["dataset", "schedule", "objective"]).groups)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), squeeze=False, sharey=True)

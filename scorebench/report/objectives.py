@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 
 from scorebench.data.registry import dataset_dim
-from scorebench.report.plotting import empty_figure, pyplot, save_figure
+from scorebench.report.plotting import NothingToDraw, pyplot, save_figure
 from scorebench.report.queries import at_sigma_min, score_error_rows
 from scorebench.report.stats import intervals_apart, loglog_slope, over_seeds
 from scorebench.report.tables import markdown_table, mean_ci_text
@@ -192,7 +192,7 @@ def objectives_figure(df, out_dir: Path, name: str = "objectives_vs_dim") -> Non
     nums = nums[nums["dim"].notna() & nums["mean"].notna()]
     panels = [q for q in FIGURE_PANELS if (nums["quantity"] == q).any()]
     if nums.empty or not panels:
-        return empty_figure(out_dir, name, "no score-error, sample-quality or training-cost rows")
+        raise NothingToDraw(name, "no score-error, sample-quality or training-cost rows")
     nums = nums.assign(label=nums.apply(_objective_label, axis=1))
     labels = list(dict.fromkeys(nums["label"]))
     models = list(dict.fromkeys(nums["model"]))

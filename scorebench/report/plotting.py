@@ -1,5 +1,6 @@
-"""Plotting helpers every report figure shares: the seaborn theme, PNG + PDF writing, the note that
-stands in for a figure whose data a study lacks, and the drawing conventions several figures use.
+"""Plotting helpers every report figure shares: the seaborn theme, PNG + PDF writing, what a figure
+with nothing to show does (it raises NothingToDraw: no placeholder is ever written), and the drawing
+conventions several figures use.
 
 matplotlib, seaborn and numpy are imported on first use, so the registry (read by study.py and the
 Snakefile to know file names) stays cheap to import.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from scorebench.errors import ScorebenchError
 from scorebench.results import atomic_path
 
 AXIS_LABELS = ("x₁ (data units)", "x₂ (data units)")
@@ -36,13 +38,33 @@ def save_figure(fig, out_dir: Path, name: str) -> None:
     pyplot()[0].close(fig)
 
 
-def empty_figure(out_dir: Path, name: str, why: str) -> None:
-    """A one-line note in place of a figure whose data the study lacks, so the files still exist."""
-    plt, _ = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 1.4))
-    ax.axis("off")
-    ax.text(0.5, 0.5, f"{name.replace('_', ' ')}: {why}", ha="center", va="center", wrap=True)
-    save_figure(fig, out_dir, name)
+class NothingToDraw(ScorebenchError):
+    """A figure whose rows the table lacks: no file is written (never a placeholder)."""
+
+    def __init__(self, name: str, why: str):
+        super().__init__(f"figure {name}: nothing to draw ({why})")
+        self.name, self.why = name, why
+
+
+def draw_each(makers: dict, wanted=None) -> list[str]:
+    """Run each {name: () -> None} maker; returns the names drawn.
+
+    `wanted` (the names the workflow declared, from the registry) is None to draw what the table
+    can fill, skipping a figure with nothing to draw; a figure in `wanted` with nothing to draw
+    raises NothingToDraw (the workflow promised its file), and one not in `wanted` is not drawn.
+    """
+    drawn = []
+    for name, make in makers.items():
+        if wanted is not None and name not in wanted:
+            continue
+        try:
+            make()
+        except NothingToDraw:
+            if wanted is not None:
+                raise
+            continue
+        drawn.append(name)
+    return drawn
 
 
 def label_cells(df):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from scorebench.report.plotting import empty_figure, pyplot, save_figure, spans_decades
+from scorebench.report.plotting import NothingToDraw, pyplot, save_figure, spans_decades
 from scorebench.report.stats import combined_sd, over_seeds
 from scorebench.report.tables import markdown_table, mean_sd_text
 
@@ -84,7 +84,7 @@ def sampler_nfe_figure(df, out_dir: Path, name: str = "sampler_nfe") -> None:
     nums = sampler_nfe_numbers(df)
     metrics = [m for m in NFE_METRICS if m in nums and nums[m].notna().any()]
     if nums.empty or not metrics:
-        return empty_figure(out_dir, name, "no sample-quality rows with an nfe (needs samplers)")
+        raise NothingToDraw(name, "no sample-quality rows with an nfe (needs samplers)")
     panels = sorted(nums.groupby(["dataset", "schedule", "objective"]).groups,
                     key=lambda k: (k[0], k[1], k[2] != "oracle", k[2]))  # fmt: skip
     families = sorted(nums["family"].unique(), key=lambda f: (not f.startswith("annealed"), f))

@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 
 from scorebench.report.job_files import first_seed, load_field
-from scorebench.report.plotting import AXIS_LABELS, DENSITY_RANGE, empty_figure, fmt_sigma, pyplot, save_figure
+from scorebench.report.plotting import AXIS_LABELS, DENSITY_RANGE, NothingToDraw, fmt_sigma, pyplot, save_figure
 from scorebench.report.queries import score_error_rows
 from scorebench.report.requirements import missing_planar_toy
 from scorebench.report.stats import describe
@@ -159,7 +159,7 @@ def score_fields_figure(field_files, out_dir: Path, name: str = "score_fields", 
     fields = first_seed(fields, lambda f: ((f["meta"]["dataset"], f["meta"]["schedule"], f["meta"]["objective"]),
                                           f["meta"]["seed"]))  # fmt: skip
     if not fields:
-        return empty_figure(out_dir, name, "no score-field files (needs 2-D toy cells)")
+        raise NothingToDraw(name, "no score-field files (needs 2-D toy cells)")
     panels = _panels_per_dataset(fields, max_columns)
     datasets = list(panels)
     errors = {(ds, j): np.log10(np.maximum(relative_error_map(f["model_score"][i], f["true_score"][i]), 1e-12))
@@ -222,7 +222,7 @@ def score_error_vs_log_density(df, out_dir: Path, name: str = "score_error_vs_lo
     plt, sns = pyplot()
     d = shown_grid_rows(df)
     if d.empty:
-        return empty_figure(out_dir, name, "no grid score-error rows (needs 2-D toy cells)")
+        raise NothingToDraw(name, "no grid score-error rows (needs 2-D toy cells)")
     d = d.copy()
     d["log_p0"] = 0.5 * (d["bin_low"] + d["bin_high"])
     d["cell, σ"] = d["schedule"] + " / " + d["objective"] + ", σ = " + d["sigma"].map(fmt_sigma)

@@ -40,7 +40,14 @@ rule figures:
         other_formats=[
             study_path(f"figures/{name}") for f in FIGURES for name in f.other_files
         ],
-        tables=[study_path(f"tables/{name}") for name in SUMMARY_TABLES],
+        summary=report(
+            study_path("tables/summary.md"),
+            caption="../report/summary_tables.rst",
+            category=SUMMARY_CATEGORY,
+        ),
+        tables=[
+            study_path(f"tables/{name}") for name in SUMMARY_TABLES if name != "summary.md"
+        ],
     log:
         study_path("logs/figures.log"),
     conda:
@@ -52,7 +59,8 @@ rule figures:
         slurm_extra=SLURM_EXTRA,
     params:
         samples=sample_files,
-        out_dir=lambda wildcards, output: os.path.dirname(output.figures[0]),
-        tables_dir=lambda wildcards, output: os.path.dirname(output.tables[0]),
+        figures=[f.name for f in FIGURES],
+        out_dir=lambda wildcards: study_path("figures"),
+        tables_dir=lambda wildcards, output: os.path.dirname(output.summary),
     shell:
-        "scorebench figures --table {input.table} --curves {input.curves} --samples {params.samples} --out-dir {params.out_dir} --tables {params.tables_dir} > {log} 2>&1"
+        "scorebench figures --table {input.table} --curves {input.curves} --samples {params.samples} --out-dir {params.out_dir} --tables {params.tables_dir} --only {params.figures} > {log} 2>&1"

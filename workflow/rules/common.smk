@@ -14,7 +14,7 @@ from scorebench.config_file import read_config
 from scorebench.errors import ScorebenchError
 from scorebench.failures import job_errors
 from scorebench.slurm_site import site_errors
-from scorebench.report import DEFAULT_FIGURES, SUMMARY_TABLES
+from scorebench.report import SUMMARY_CATEGORY, SUMMARY_TABLES, default_figures
 from scorebench.specs import spec_json
 from scorebench.study import Cell, Study, validate_config
 
@@ -227,9 +227,10 @@ def sample_files(wildcards=None):
     return [evaluated_file(c, n) for n in sample_names() for c in STUDY.cells]
 
 
-# Figures of every study, and the paper figures the config's `figures:` block asks for (none by
-# default); both named by the registry in scorebench/report/, each with its caption in workflow/report/.
-FIGURES = DEFAULT_FIGURES
+# The default figures this config can fill, and the paper figures the config's `figures:` block asks
+# for (none by default); both chosen by the registry in scorebench/report/ from the config (a figure
+# with nothing to show is not an output), each with its caption in workflow/report/.
+FIGURES = default_figures(STUDY)
 PAPER_FIGURES = STUDY.paper_figures
 
 
