@@ -11,8 +11,9 @@ import pytest
 from scorebench.errors import ScorebenchError
 from scorebench.noise import make_schedule
 from scorebench.report.inputs import ReportInputs
-from scorebench.report.levels import FIGURES, best_cells, level_rows
+from scorebench.report.levels import FIGURES, best_cells, level_rows, level_stats, levels_figure
 from scorebench.report.paper import make_paper_figures
+from scorebench.report.plotting import NothingToDraw
 from scorebench.results import schedule_n_levels, spec_columns
 from scorebench.study import Cell, Study, load_config, validate_config
 from test_studies import markdown_rows, study_summary
@@ -21,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WEIGHTINGS = ("sigma2", "sigma", "uniform")
 LEVELS = (1, 2, 10)
 SIGMA_MIN = 0.05
+COMMON = (1.0, 0.1)  # the study-wide common σ list; comparisons across L read its smallest, 0.1
 
 
 def sigmas_of(L: int) -> list[float]:
@@ -28,11 +30,18 @@ def sigmas_of(L: int) -> list[float]:
         make_schedule("geometric", sigma_max=5.0, sigma_min=SIGMA_MIN, levels=L).sigmas.tolist()  # fmt: skip
 
 
-def level_table(base=None) -> pd.DataFrame:
+def level_table(base=None, nfe=None, noise=None) -> pd.DataFrame:
     """Rows shaped like the study's: a toy (MMD², sliced W2) and an image dataset (FID) per (λ, L, seed),
-    plus score-error rows at every σ of the cell (region `all`, and `grid` rows that must be ignored).
-    `base(dataset, weighting, L)` is each cell's mean; seeds 0, 1, 2 add −1 %, 0, +1 % (sd 0.01·base)."""
+    plus score-error rows at every own σ of the cell (99: must never be read across L) and at the common
+    σ list (region `all`, and `grid` rows that must be ignored). `base(dataset, weighting, L)` is each
+    cell's mean (sample metrics, and /10 the score error at the common σ 0.1); seeds 0, 1, 2 add −1 %, 0,
+    +1 % (sd 0.01·base), or with `noise` an independent N(0, noise²) relative error per cell and seed.
+    `nfe(L)`: the sampler's NFE (default 20·L + 1, not matched across L)."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
     base = base or (lambda ds, w, L: (1.0 + WEIGHTINGS.index(w)) * (1.0 + abs(math.log(L / 10.0))))
+    nfe = nfe or (lambda L: 20.0 * L + 1)
     rows = []
     for ds, metrics in (("ring", ("mmd_rbf", "sliced_wasserstein")), ("img", ("fid",))):
         for w in WEIGHTINGS:
@@ -41,16 +50,23 @@ def level_table(base=None) -> pd.DataFrame:
                     cell = {"study": "s", "dataset": ds, "schedule": f"{w}_L{L}", "objective": "dsm", "seed": s,
                             "schedule_weighting": w, "schedule_n_levels": L, "git_commit": "abc"}  # fmt: skip
                     b = base(ds, w, L)
-                    smp = {**cell, "sampler": "annealed", "region": "", "sigma": math.nan, "bin": -1}
-                    rows.append({**smp, "metric": "nfe", "value": 20.0 * L + 1})
+                    jitter = (lambda: noise * rng.standard_normal()) if noise else (lambda: 0.01 * (s - 1))
+                    smp = {**cell, "sampler": "annealed", "region": "", "sigma": math.nan, "bin": -1,
+                           "sample_nfe": nfe(L)}  # fmt: skip
+                    rows.append({**smp, "metric": "nfe", "value": nfe(L)})
                     for m in metrics:
-                        rows.append({**smp, "metric": m, "value": b * (1 + 0.01 * (s - 1)),
+                        rows.append({**smp, "metric": m, "value": b * (1 + jitter()),
                                      "extractor": "feature_net" if m == "fid" else None})  # fmt: skip
                     for sigma in sigmas_of(L):
-                        err = {**cell, "sampler": "", "sigma": sigma, "bin": -1, "metric": "score_error_rel"}
-                        rows.append({**err, "region": "all", "value": b / 10 * (1 + 0.01 * (s - 1))
-                                     if sigma == min(sigmas_of(L)) else 99.0})  # fmt: skip
+                        err = {**cell, "sampler": "", "sigma": sigma, "bin": -1, "metric": "score_error_rel",
+                               "sigma_set": "own"}  # fmt: skip
+                        rows.append({**err, "region": "all", "value": 99.0})
                         rows.append({**err, "region": "grid", "value": 77.0})
+                    for sigma in COMMON:
+                        err = {**cell, "sampler": "", "sigma": sigma, "bin": -1, "metric": "score_error_rel",
+                               "sigma_set": "common"}  # fmt: skip
+                        rows.append({**err, "region": "all", "value": b / 10 * (1 + jitter())
+                                     if sigma == min(COMMON) else 55.0})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -72,64 +88,63 @@ def test_n_levels_column_is_the_built_schedules_length(preset):
     assert schedule_n_levels({"kind": "ncsnv2", "sigma_min": 0.01}) is None  # L derived from the data
 
 
-def test_level_rows_take_each_cells_score_error_at_its_smallest_sigma():
+def test_level_rows_read_the_score_error_at_one_common_sigma():
     df = level_table()
     rows = level_rows(df)
     se = rows[rows["metric"] == "score_error_rel"]
     assert len(se) == 2 * len(WEIGHTINGS) * len(LEVELS) * 3  # one per cell
-    assert (se["value"] < 50).all()  # never a larger σ (99) nor a grid row (77)
+    assert (se["value"] < 50).all() and set(se["sigma"]) == {0.1}  # never an own σ (99), other σ (55) nor grid (77)
     assert set(zip(se["weighting"], se["L"])) == {(w, L) for w in WEIGHTINGS for L in LEVELS}
     assert set(rows.loc[rows["metric"] == "fid", "extractor"]) == {"feature_net"}
     assert set(rows.loc[rows["metric"] == "mmd_rbf", "nfe"]) == {20.0 * L + 1 for L in LEVELS}
+    old = level_rows(df.drop(columns=["sigma_set"]))  # an older table: no common σ, no score error across L
+    assert (old["metric"] != "score_error_rel").all()
 
 
 # ---------------------------------------------------------------------- summary
 
 
-def test_best_cell_table_is_the_tables_argmin_with_its_numbers():
-    df = level_table()
+def test_best_cell_table_is_the_tables_argmin_at_matched_nfe():
+    df = level_table(nfe=lambda L: 201.0)  # a budget: every L at the same NFE
     text = study_summary(df, levels=True)
-    table = markdown_rows(text, "dataset")
+    table = markdown_rows(text, "dataset", "metric")
     rows = level_rows(df)
     assert len(table) == 5  # ring: MMD², sliced W2, score error; img: FID, score error
     for r in table:
         metric = {"MMD²": "mmd_rbf", "sliced W2": "sliced_wasserstein", "FID [feature_net]": "fid",
-                  "rel. score error at σ_min": "score_error_rel"}[r["metric"]]  # fmt: skip
+                  "rel. score error at σ = 0.1": "score_error_rel"}[r["metric"]]  # fmt: skip
         sel = rows[(rows["dataset"] == r["dataset"]) & (rows["metric"] == metric)]
         means = sel.groupby(["weighting", "L"])["value"].mean().sort_values()
         (w1, l1), (w2, l2) = means.index[:2]
-        assert r["best λ, L"].endswith(f"L = {l1}") and r["runner-up λ, L"].endswith(f"L = {l2}")
+        assert f"L = {l1}" in r["best λ, L"] and f"L = {l2}" in r["runner-up λ, L"]
         best = sel[(sel["weighting"] == w1) & (sel["L"] == l1)]["value"]
-        assert r["best"] == f"{best.mean():.3g} ± {best.std():.2g}"
-        assert float(r["gap"]) == pytest.approx(means.iloc[1] - means.iloc[0], rel=1e-2)
+        assert r["best"].startswith(f"{best.mean():.3g} [") and r["best"].endswith("(n = 3)")
+        assert r["resolved"] == "yes"  # 2 × apart with a 1 % spread over 3 paired seeds
     assert {r["dataset"] for r in table} == {"ring", "img"}
 
 
-def test_best_cells_resolve_a_gap_only_beyond_the_seeds_sd():
-    stats = pd.DataFrame(
-        [{"dataset": "d", "metric": "fid", "extractor": "", "objective": "dsm", "sampler": "a", "weighting": w,
-          "L": L, "mean": m, "sd": sd, "n": 3, "nfe": math.nan} for w, L, m, sd in
-         [("sigma2", 10, 1.0, 0.1), ("sigma", 10, 1.2, 0.1), ("uniform", 1, 5.0, 0.1)]]
-    )  # fmt: skip
-    (b,) = best_cells(stats)
-    assert (b["best"]["weighting"], b["second"]["weighting"], b["gap"]) == ("sigma2", "sigma", pytest.approx(0.2))
-    assert b["resolved"]  # 0.2 > √(0.1² + 0.1²) ≈ 0.141
-    stats.loc[1, "mean"] = 1.1
-    assert not best_cells(stats)[0]["resolved"]  # 0.1 < 0.141
+def test_cells_at_different_nfe_are_never_compared_on_sample_quality():
+    stats = level_stats(level_rows(level_table()))  # NFE 21, 41, 201: no two L within ×1.1
+    for b in best_cells(stats):
+        if b["metric"] != "score_error_rel":
+            assert b["second"] is None or b["second"]["L"] == b["best"]["L"]
+        else:  # the score error has no NFE: every cell is comparable (at the common σ)
+            assert b["second"] is not None
+    text = study_summary(level_table(), levels=True)
+    assert "not matched across L" in text
 
 
-def test_findings_follow_the_numbers():
-    helps = study_summary(level_table(), levels=True)
-    assert "(more levels help)" in helps and "no drop" not in helps
-    assert "Lowest weighting per L: λ(σ) = σ² at 3 of 3 (L = 1, 2, 10)." in helps  # base: σ² < σ < 1 by 2×
-    assert "Best sample-quality cells (3 dataset × metric pairs): λ(σ) = σ² in 3; at L = 10; never the smallest L = 1." in helps
-    first_best = level_table(base=lambda ds, w, L: 1.0 + L)  # L = 1 lowest everywhere
-    text = study_summary(first_best, levels=True)
-    assert "λ(σ) = σ²: 2 ± 0.02 at L = 1 is already its lowest" in text and "more levels help" not in text
-    flat = level_table(base=lambda ds, w, L: 1.0 + 0.001 * (L == 1))  # differences inside the seed noise
-    text = study_summary(flat, levels=True)
-    assert "(no drop beyond the seeds' spread)" in text and "(more levels help)" not in text
-    assert "no weighting ahead of the next by more than the seeds' combined sd at L = 1, 2, 10" in text
+def test_claims_resolve_planted_differences_and_refuse_noise():
+    helps = study_summary(level_table(nfe=lambda L: 201.0), levels=True)
+    claims = [line for line in helps.splitlines() if line.startswith("- ") and "Holm p" in line]
+    assert claims and "**Claims**" in helps
+    # λ = σ² is half of λ = σ at every L (1 % noise): resolved, named with its test and n
+    assert any("λ(σ) = σ², L = 10 (NFE 201) better than λ(σ) = σ, L = 10 (NFE 201) (paired t, n = 3" in c for c in claims)
+    # equal means, 20 % independent noise per seed: nothing may be claimed (Holm over the whole family)
+    flat = study_summary(level_table(base=lambda ds, w, L: 1.0, nfe=lambda L: 201.0, noise=0.2), levels=True)
+    flat_claims = [line for line in flat.splitlines() if line.startswith("- ") and "Holm p" in line]
+    assert flat_claims and all("not resolved" in c for c in flat_claims)
+    assert not any("better than" in c for c in flat_claims)
 
 
 def test_levels_section_without_level_rows_says_so():
@@ -140,14 +155,30 @@ def test_levels_section_without_level_rows_says_so():
 # ---------------------------------------------------------------------- figures
 
 
-def test_levels_figures_are_drawn(tmp_path):
+def test_levels_figures_are_drawn_and_none_is_a_placeholder(tmp_path):
     df = level_table()
     written = make_paper_figures(ReportInputs(df, settings={"levels": True}, figures_dir=tmp_path))
     assert [p.name for p in written] == [f"{n}.{e}" for n in FIGURES for e in ("png", "pdf")]
     for name in FIGURES:
-        assert (tmp_path / f"{name}.png").stat().st_size > 20000, name  # drawn, not the one-line empty note
-    make_paper_figures(ReportInputs(df[df["dataset"] == "ring"], settings={"levels": True}, figures_dir=tmp_path / "toy"))
-    assert (tmp_path / "toy" / "levels_fid.png").stat().st_size < 20000  # no FID rows: the note
+        assert (tmp_path / f"{name}.png").stat().st_size > 20000, name
+    toy = df[df["dataset"] == "ring"]
+    written = make_paper_figures(ReportInputs(toy, settings={"levels": True}, figures_dir=tmp_path / "toy"))
+    assert "levels_fid.png" not in {p.name for p in written} and not (tmp_path / "toy" / "levels_fid.png").exists()
+    with pytest.raises(NothingToDraw, match="levels_fid"):  # declared but without rows: an error, not a card
+        make_paper_figures(ReportInputs(toy, settings={"levels": True}, figures_dir=tmp_path / "t2",
+                                        wanted=("levels_fid",)))  # fmt: skip
+
+
+def test_levels_score_error_figure_plots_only_the_common_sigma_rows(tmp_path, monkeypatch):
+    import seaborn as sns
+
+    seen = []
+    original = sns.lineplot
+    monkeypatch.setattr(sns, "lineplot", lambda data, **kw: seen.append(data.copy()) or original(data=data, **kw))
+    levels_figure(level_table(), tmp_path, "levels_score_error")
+    plotted = pd.concat(seen)
+    assert len(plotted) == 2 * len(WEIGHTINGS) * len(LEVELS) * 3 and (plotted["value"] < 50).all()
+    assert set(plotted["sigma"]) == {0.1}
 
 
 # ---------------------------------------------------------------------- configs
@@ -188,5 +219,6 @@ def test_levels_figures_need_two_known_numbers_of_levels():
     with pytest.raises(ScorebenchError, match="figures/levels: schedule 'v2' does not fix"):
         tiny({**one, "v2": {"kind": "ncsnv2", "sigma_min": 0.1}})
     study = tiny({**one, "c": {"kind": "geometric", "sigma_max": 5, "sigma_min": 0.1, "levels": 3}})
-    assert [f.name for f in study.paper_figures] == list(FIGURES)
+    names = [f.name for f in study.paper_figures]  # a toy-only study: no FID figure is declared
+    assert names[:2] == ["levels_mmd", "levels_sliced_wasserstein"] and "levels_fid" not in names
     assert spec_columns(study.train_spec(Cell("mix", "a", "dsm", 0)))["schedule_n_levels"] == 1

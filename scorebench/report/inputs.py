@@ -21,6 +21,8 @@ class ReportInputs:
         mixtures: {dataset: {"means", "stds", "weights"}} of the Gaussian-mixture datasets.
         sigmas: {(dataset, schedule): [σ_1, ..., σ_L]} of the toy datasets.
         annealed_samplers: names of the samplers of kind annealed_langevin.
+        wanted: the figure names the workflow declared (scorebench.report.paper_figures); None: every
+            figure the table can fill (a declared one with nothing to draw raises NothingToDraw).
     """
 
     table: Any
@@ -32,6 +34,7 @@ class ReportInputs:
     mixtures: dict = field(default_factory=dict)
     sigmas: dict = field(default_factory=dict)
     annealed_samplers: tuple = ()
+    wanted: tuple | None = None
 
     def __post_init__(self):
         self.figures_dir = Path(self.figures_dir)

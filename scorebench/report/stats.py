@@ -215,3 +215,16 @@ def claims_markdown(found: list[Claim], title: str = "Claims") -> str:
         return head + "\nNo comparison could be made (fewer than two cells with seeds).\n"
     ordered = sorted(found, key=lambda c: not c.resolved)
     return head + "\n" + "\n".join(f"- {c.statement}." for c in ordered) + "\n"
+
+
+def t_interval(values) -> tuple[float, float]:
+    """The 95 % t-interval of the mean of `values` as (lo, hi): seaborn's `errorbar=` callable, so a
+    figure's bands are the same interval the tables print."""
+    s = describe(values)
+    return (s.lo, s.hi) if s.n > 1 else (s.mean, s.mean)
+
+
+def seed_values(rows, value: str = "value"):
+    """(values, seeds) of one cell's per-seed rows, for `compare` (seeds paired when both sides share them)."""
+    r = rows.dropna(subset=[value]).sort_values("seed")
+    return r[value].to_numpy(dtype=float), r["seed"].tolist()
