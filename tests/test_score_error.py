@@ -13,7 +13,7 @@ from scorebench.data.mixture import IsotropicGaussianMixture
 from scorebench.errors import ScorebenchError
 from scorebench.metrics.score_error import evaluation_grid, rank_bins, score_error, score_error_rows
 
-METRICS = ("score_error", "score_error_rel", "true_score_norm2")
+METRICS = ("score_error", "score_error_rel", "score_error_norm", "true_score_norm2")
 
 
 def pick(rows, **where):
@@ -119,6 +119,65 @@ def test_model_sees_model_sigma_and_rows_record_it(gen):
     assert all(r["value"] == pytest.approx(1.0) for r in pick(rows, metric="score_error_rel"))
 
 
+def test_normalised_error_shares_one_denominator_across_bins(gen):
+    """score_error_norm = bin mean error / mean ‖∇log p_σ‖² over ALL points at that σ: with equal-count
+    bins the bins' values average to the whole set's, and a constant offset c gives ‖c‖²/E‖∇log p_σ‖²
+    in every bin (while score_error_rel, divided by each bin's own norm, differs from bin to bin)."""
+    ds = gaussian_dataset(2, 1.0, 4000, gen)
+    c = torch.tensor([0.6, 0.0])
+    shifted = lambda x, sigma: ds.distribution.score(x, sigma) + c  # noqa: E731
+    rows = score_error_rows(shifted, ds, [0.5], generator=gen, n_points=4000, n_bins=4, grid_size=0)
+    whole = value(rows, region="all", metric="true_score_norm2")
+    norms = [r["value"] for r in pick(rows, region="bin", metric="score_error_norm")]
+    assert norms == pytest.approx([0.36 / whole] * 4, rel=1e-5)
+    rels = [r["value"] for r in pick(rows, region="bin", metric="score_error_rel")]
+    assert max(rels) / min(rels) > 5  # bins' own denominators differ: the old, misleading view
+    assert sum(norms) / 4 == pytest.approx(value(rows, region="all", metric="score_error_norm"), rel=1e-9)
+
+
+def test_standard_error_is_the_bootstrap_of_the_mean(gen):
+    """A model whose error is ‖ξ‖² with ξ ~ N(0, I_2) per point: the error's sd is 2 (χ²₂), so the
+    standard error of its mean over n points is 2/√n; the bootstrap must find it (±20 %). The grid, a
+    fixed quadrature, has no Monte-Carlo error (NaN)."""
+    ds = load_dataset("gmm_2mode", n_train=500, n_test=3000)
+    noise = torch.Generator().manual_seed(5)
+    noisy = lambda x, sigma: ds.distribution.score(x, sigma) + torch.randn(x.shape, generator=noise)  # noqa: E731
+    rows = score_error_rows(noisy, ds, [0.5], generator=gen, n_points=2000, n_bins=4, grid_size=8)
+    (r,) = pick(rows, region="all", metric="score_error")
+    assert r["se"] == pytest.approx(2 / math.sqrt(2000), rel=0.2)
+    for b in pick(rows, region="bin", metric="score_error"):
+        assert b["se"] == pytest.approx(2 / math.sqrt(b["n"]), rel=0.25)
+    assert all(math.isnan(g["se"]) for g in rows if g["region"].startswith("grid"))
+    exact = score_error_rows(oracle(ds.distribution), ds, [0.5], generator=gen, n_points=300, grid_size=0)
+    assert all(r["se"] < 1e-9 for r in pick(exact, metric="score_error"))
+
+
+def test_toy_regions_are_fixed_by_the_clean_density(gen):
+    """Toys bin x̃ by log p_0(x̃): at σ = 2 on N(0, I_2), log p_σ never exceeds −log(2π·5) ≈ −3.45, but
+    the clean density at the densest points does (up to −log 2π ≈ −1.84)."""
+    ds = gaussian_dataset(2, 1.0, 2000, gen)
+    rows = score_error_rows(oracle(ds.distribution), ds, [2.0], generator=gen, n_points=2000, grid_size=0)
+    bins = sorted(pick(rows, region="bin", metric="score_error"), key=lambda r: r["bin"])
+    assert all(r["bin_by"] == "log_density_0" for r in bins)
+    assert -math.log(2 * math.pi * 5) < bins[-1]["bin_high"] <= -math.log(2 * math.pi) + 1e-9
+    for lower, upper in zip(bins, bins[1:]):
+        assert lower["bin_high"] <= upper["bin_low"]
+
+
+def test_common_sigmas_query_the_nearest_trained_level():
+    from scorebench.jobs.evaluate import score_error_sigmas
+
+    ev = {"noiseless_sigmas": [0.0, 0.1], "common_sigmas": [0.0, 0.1, 0.5, 3.0]}
+    own, common, model = score_error_sigmas([10.0, 1.0, 0.1], ev, images=False)
+    assert own == [10.0, 1.0, 0.1] and common == [0.0, 0.1, 0.5, 3.0]
+    # log-nearest: 0.5 is e^0.69 from 1 and e^1.61 from 0.1; 3 is e^1.10 from 1 and e^1.20 from 10
+    assert model == [10.0, 1.0, 0.1, 0.1, 0.1, 1.0, 1.0]
+    own, common, model = score_error_sigmas([0.0], ev, images=False)
+    assert own == [0.0, 0.1] and model == [0.0] * 6
+    own, common, model = score_error_sigmas([1.0, 0.1], ev, images=True)
+    assert own == [1.0, 0.1] and common == [0.1, 0.5, 3.0] and model == [1.0, 0.1, 0.1, 1.0, 1.0]
+
+
 # ---------------------------------------------------------------------------------- bins, grid
 
 
@@ -127,7 +186,8 @@ def test_bins_are_ordered_by_density(gen):
     so each bin's mean true score norm must lie inside the range its log-density bounds imply."""
     dim, std, sigma = 2, 1.0, 0.5
     ds = gaussian_dataset(dim, std, 3000, gen)
-    rows = score_error_rows(oracle(ds.distribution), ds, [sigma], generator=gen, n_points=3000, grid_size=0)
+    rows = score_error_rows(oracle(ds.distribution), ds, [sigma], generator=gen, n_points=3000, grid_size=0,
+                                bin_by="log_density")  # fmt: skip
     bins = sorted(pick(rows, region="bin", metric="true_score_norm2"), key=lambda r: r["bin"])
     assert [r["bin"] for r in bins] == [0, 1, 2, 3, 4] and all(r["n"] == 600 for r in bins)
     v = std**2 + sigma**2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -72,6 +73,31 @@ def evaluate_samples_job(spec: dict, samples_path, out_path, reference_dir=None)
     write_table(pd.DataFrame(tidy_rows(rows, spec, extra)), out_path)
 
 
+def score_error_sigmas(levels: list[float], ev: dict, *, images: bool) -> tuple[list, list, list]:
+    """(own σ, common σ, the σ handed to the model for each) of one cell's score error.
+
+    own: the cell's σ levels (a noiseless model: `noiseless_sigmas`). common: the study-wide
+    `common_sigmas`, the same list for every cell, so cells with different schedules are compared
+    at one σ. The model is queried at its trained level nearest in log σ (σ = 0 → its smallest
+    level); a model trained without noise only knows σ = 0. Images drop σ = 0 (the empirical
+    score exists only for σ > 0)."""
+    noiseless = levels[-1] == 0
+    own = [float(s) for s in (ev["noiseless_sigmas"] if noiseless else levels)]
+    common = [float(s) for s in ev["common_sigmas"]]
+    if images:
+        own, common = [s for s in own if s > 0], [s for s in common if s > 0]
+
+    def level_for(s: float) -> float:
+        if noiseless:
+            return 0.0
+        if s <= 0:
+            return float(min(levels))
+        return float(min(levels, key=lambda lv: abs(math.log(lv) - math.log(s))))
+
+    model = [0.0 if noiseless else s for s in own] + [level_for(s) for s in common]
+    return own, common, model
+
+
 def score_error_job(spec: dict, model_path, out_path) -> None:
     """Score error per σ level and per density bin of one cell, as tidy rows."""
     import pandas as pd
@@ -86,17 +112,17 @@ def score_error_job(spec: dict, model_path, out_path) -> None:
     model, ckpt = c.trained_model(model_path, spec["weights"])
     log_ready(log, "score error")
     ev = spec["evaluation"]
-    noiseless = bool(schedule.sigmas[-1] == 0)
-    sigmas = [float(s) for s in (ev["noiseless_sigmas"] if noiseless else schedule.sigmas.tolist())]
-    if dataset.kind == "image":
-        sigmas = [s for s in sigmas if s > 0]  # the empirical score exists only for σ > 0
+    own, common, model_sigmas = score_error_sigmas(schedule.sigmas.tolist(), ev, images=dataset.kind == "image")
     g = torch.Generator().manual_seed(derive_seed(spec["seed"], "score_error"))
     t0 = time.perf_counter()
-    model_sigmas = [0.0] * len(sigmas) if noiseless else None  # a noiseless model only knows σ = 0
+    # one call: own and common σ share the evaluation points and their noise (common random numbers)
     rows = score_error_rows(
-        score_fn_on(model, c.device), dataset, sigmas, n_points=ev["n_points"], n_bins=ev["n_bins"],
+        score_fn_on(model, c.device), dataset, own + common, n_points=ev["n_points"], n_bins=ev["n_bins"],
         grid_size=ev["grid_size"], generator=g, model_sigmas=model_sigmas,
     )  # fmt: skip
+    for r in rows:
+        i = r["sigma_index"]
+        r["sigma_set"], r["sigma_index"] = ("own", i) if i < len(own) else ("common", i - len(own))
     extra = {
         **provenance(device_description(c.device)),
         "eval_wall_s": time.perf_counter() - t0,

@@ -19,17 +19,24 @@ Rows are tidy, one per (σ, region, bin, metric), with columns
                             (covers the low-density space between and around the data)
                  "grid_bin" the grid split into equal-count quantile bins of log p_0 (a fixed
                             partition of the plane, the same at every σ)
-    bin_by       what the bins rank: "log_density" (log p_σ(x̃) at the row's σ), "nearest_distance"
-                 (distance from x̃ to the nearest training point; the image default, as
-                 log p of the empirical distribution is dominated by that one point) or
-                 "log_density_0" (grid rows)
+    bin_by       what the bins rank: "log_density_0" (log p_0(x̃), the CLEAN density at the point: the
+                 toy default, so a region means the same part of the data space at every σ),
+                 "log_density" (log p_σ(x̃) at the row's σ), "nearest_distance" (distance from x̃
+                 to the nearest training point; the image default, as log p of the empirical
+                 distribution is dominated by that one point); grid rows always use log_density_0
     bin          0 … n_bins−1, bin 0 = LOWEST density (lowest log p, or FARTHEST from the data);
                  −1 for "all" and "grid"
     bin_low, bin_high  range of the bin_by value inside the bin (for distances bin 0 has the
                  largest values)
-    metric       "score_error" (mean ‖s_θ − ∇log p_σ‖²), "score_error_rel" (E err / E‖∇log p_σ‖²,
-                 scale-free), "true_score_norm2" (E‖∇log p_σ‖²)
+    metric       "score_error" (mean ‖s_θ − ∇log p_σ‖²), "score_error_rel" (E err / E‖∇log p_σ‖² over
+                 the same points, scale-free), "score_error_norm" (the region's E err divided by
+                 E‖∇log p_σ‖² over ALL points of its set at the same σ: "all" for points, "grid"
+                 for the grid — the one normalisation density-split figures and tables use, so bins
+                 of one σ share a denominator and keep their ratios), "true_score_norm2" (E‖∇log p_σ‖²)
     value, n     the value and the number of points behind it
+    se           Monte-Carlo standard error of value: sd of the value over `bootstrap` resamples of
+                 the region's points (the whole set's denominator held fixed); NaN on the grid, which
+                 is a fixed quadrature, not a random draw
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ import torch
 from scorebench.errors import ScorebenchError
 from scorebench.tensors import flat_sum
 
-BIN_BY = ("log_density", "nearest_distance")
+BIN_BY = ("log_density_0", "log_density", "nearest_distance")
 
 
 class ScoreError(NamedTuple):
@@ -151,27 +158,42 @@ def rank_bins(values: torch.Tensor, n_bins: int, *, descending: bool = False) ->
     return bins
 
 
-def _metric_rows(err: ScoreError, mask: torch.Tensor, key: dict, bin_values: torch.Tensor) -> list[dict]:
+def _bootstrap_se(e: torch.Tensor, t: torch.Tensor, whole_t: float, generator, n_boot: int) -> dict:
+    """Bootstrap standard errors of the three ratios of one region (resampling its points)."""
+    if generator is None or n_boot < 2 or e.numel() < 2:
+        return dict.fromkeys(("score_error", "score_error_rel", "score_error_norm", "true_score_norm2"), math.nan)
+    idx = torch.randint(e.numel(), (int(n_boot), e.numel()), generator=generator).to(e.device)
+    me, mt = e[idx].mean(1), t[idx].mean(1)
+    sd = lambda v: float(v.std(correction=1))  # noqa: E731
+    return {"score_error": sd(me), "score_error_rel": sd(me / mt), "score_error_norm": sd(me / whole_t),
+            "true_score_norm2": sd(mt)}  # fmt: skip
+
+
+def _metric_rows(err: ScoreError, mask: torch.Tensor, key: dict, bin_values: torch.Tensor, whole_t: float,
+                 generator, n_boot: int) -> list[dict]:  # fmt: skip
     e, t = err.error[mask], err.true_norm2[mask]
     n = int(mask.sum())
     mean_e, mean_t = float(e.mean()), float(t.mean())
     rel = mean_e / mean_t if mean_t > 0 else math.nan
+    norm = mean_e / whole_t if whole_t > 0 else math.nan
+    se = _bootstrap_se(e, t, whole_t, generator, n_boot)
     v = bin_values[mask]
     base = {**key, "bin_low": float(v.min()), "bin_high": float(v.max()), "n": n}
-    return [
-        {**base, "metric": "score_error", "value": mean_e},
-        {**base, "metric": "score_error_rel", "value": rel},
-        {**base, "metric": "true_score_norm2", "value": mean_t},
-    ]
+    values = {"score_error": mean_e, "score_error_rel": rel, "score_error_norm": norm, "true_score_norm2": mean_t}
+    return [{**base, "metric": m, "value": val, "se": se[m]} for m, val in values.items()]
 
 
-def _region_rows(err: ScoreError, bin_values, n_bins, descending, key, regions: tuple[str, str]) -> list[dict]:
-    """Rows for the whole set (regions[0], bin −1) and for each quantile bin of bin_values (regions[1])."""
+def _region_rows(err: ScoreError, bin_values, n_bins, descending, key, regions: tuple[str, str],
+                 generator=None, n_boot: int = 0) -> list[dict]:  # fmt: skip
+    """Rows for the whole set (regions[0], bin −1) and for each quantile bin of bin_values (regions[1]);
+    every region's score_error_norm is divided by the whole set's mean ‖∇log p_σ‖²."""
     everything = torch.ones_like(err.error, dtype=torch.bool)
-    rows = _metric_rows(err, everything, {**key, "region": regions[0], "bin": -1}, bin_values)
+    whole_t = float(err.true_norm2.mean())
+    rows = _metric_rows(err, everything, {**key, "region": regions[0], "bin": -1}, bin_values, whole_t, generator, n_boot)
     bins = rank_bins(bin_values, n_bins, descending=descending)
     for b in range(int(n_bins)):
-        rows += _metric_rows(err, bins == b, {**key, "region": regions[1], "bin": b}, bin_values)
+        rows += _metric_rows(err, bins == b, {**key, "region": regions[1], "bin": b}, bin_values, whole_t,
+                             generator, n_boot)  # fmt: skip
     return rows
 
 
@@ -189,6 +211,7 @@ def score_error_rows(
     model_sigmas=None,
     chunk_size: int = 1024,
     device: torch.device | str | None = None,
+    bootstrap: int = 200,
 ) -> list[dict]:
     """Score error per σ, overall, per density bin and (2-D toys) on a grid; tidy rows (module docstring).
 
@@ -205,12 +228,14 @@ def score_error_rows(
         n_bins: equal-count quantile bins for "bin" and "grid_bin" rows.
         grid_size: grid points per axis for 2-D toys; 0 skips the grid.
         grid_margin: grid padding around the training data's bounding box, as a fraction of its width.
-        bin_by: "log_density" or "nearest_distance"; None = "log_density" for toys,
-            "nearest_distance" for images.
+        bin_by: "log_density_0", "log_density" or "nearest_distance"; None = "log_density_0" for
+            toys (regions fixed by the clean density, the same at every σ), "nearest_distance" for images.
         model_sigmas: σ handed to the model for each entry of sigmas; None = sigmas. For a model
             trained without noise pass zeros; for a multi-scale model on clean data pass its σ_L.
         chunk_size: points per model call.
         device: where points, model calls and the truth run; None = dataset.test's device.
+        bootstrap: resamples behind each row's `se` (0: NaN); drawn from a generator seeded by
+            `generator` after the points, so the points do not depend on it.
 
     Returns:
         A list of row dicts (see the module docstring for the columns).
@@ -218,7 +243,7 @@ def score_error_rows(
     if dataset.distribution is None:
         raise ScorebenchError(f"score error: dataset {dataset.name!r} has no exact distribution to compare against")
     if bin_by is None:
-        bin_by = "log_density" if dataset.kind == "toy" else "nearest_distance"
+        bin_by = "log_density_0" if dataset.kind == "toy" else "nearest_distance"
     if bin_by not in BIN_BY:
         raise ScorebenchError(f"score error bin_by: unknown {bin_by!r}; choose one of {list(BIN_BY)}")
     sig_list = [float(s) for s in torch.as_tensor(sigmas, dtype=torch.float64).reshape(-1).tolist()]
@@ -246,6 +271,7 @@ def score_error_rows(
         idx = torch.randint(n_test, (int(n_points),), generator=generator)
     clean = dataset.test[idx].to(dev, torch.float32)
     z = torch.randn(clean.shape, generator=generator, dtype=torch.float32).to(dev)
+    boot = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
     use_grid = int(grid_size) > 0 and dataset.kind == "toy" and dataset.dim == 2
     if use_grid and int(grid_size) ** 2 < int(n_bins):
         raise ScorebenchError(f"score error grid_size: {grid_size}² grid points cannot fill {n_bins} bins")
@@ -260,9 +286,12 @@ def score_error_rows(
         err = score_error(model_score_fn, dataset.distribution, s, x, model_sigma=ms, chunk_size=chunk_size)
         if bin_by == "log_density":
             values, descending = err.log_prob, False
+        elif bin_by == "log_density_0":
+            values, descending = dataset.distribution.log_prob(x.to(torch.float64), 0.0), False
         else:
             values, descending = nearest_distance(x, dataset.train), True  # farthest = lowest density first
-        rows += _region_rows(err, values, n_bins, descending, {**key, "bin_by": bin_by}, ("all", "bin"))
+        rows += _region_rows(err, values, n_bins, descending, {**key, "bin_by": bin_by}, ("all", "bin"), boot,
+                             int(bootstrap))  # fmt: skip
         if use_grid:
             gerr = score_error(model_score_fn, dataset.distribution, s, grid, model_sigma=ms, chunk_size=chunk_size)
             rows += _region_rows(
