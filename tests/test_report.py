@@ -11,11 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scorebench.report import DEFAULT_FIGURES, INPUTS, PAPER_STUDIES, SUMMARY_TABLES, paper_studies
-from scorebench.report.default_figures import make_default_figures
-from scorebench.report.queries import at_sigma_min, first_metric_present, score_error_rows
-from scorebench.report.stats import combined_sd, describe, over_seeds
-from scorebench.report.summary_tables import summary_table, write_summary_tables
+from scorebench.report import DEFAULT_FIGURES, INPUTS, PAPER_STUDIES, SUMMARY_TABLES, default_figures, paper_studies
+from scorebench.report.default_figures import make_default_figures, metric_vs_levels, score_error_by_density
+from scorebench.report.plotting import NothingToDraw
+from scorebench.report.queries import at_common_sigma, at_sigma_min, first_metric_present, score_error_rows
+from scorebench.report.stats import describe, over_seeds
+from scorebench.report.summary_tables import summary_table, summary_tables, write_summary_tables
+from scorebench.study import Study, validate_config
 from scorebench.report.tables import markdown_table, mean_sd_text, to_latex
 from scorebench.schema import load_schema
 from test_layers import import_graph
@@ -75,29 +77,44 @@ def test_study_knows_paper_studies_only_through_the_registry():
     """Layers and cycles are tests/test_layers.py's; here: study.py imports the registry, no study module."""
     graph = import_graph(ROOT / "scorebench")
     assert {m for m in graph["scorebench.study"] if m.startswith("scorebench.report")} == {"scorebench.report"}
-    assert {m for m in graph["scorebench.report"]} == {f"scorebench.report.{s}" for s in PAPER_STUDIES}
+    inside = {m for m in graph["scorebench.report"] if m.startswith("scorebench.report.")}
+    assert inside == {f"scorebench.report.{s}" for s in PAPER_STUDIES}
 
 
 # ---------------------------------------------------------------------- queries and statistics
 
 
 def score_error_table():
-    """Two cells × 2 seeds with 3 σ levels each (σ_min 0.5 and 0.2), plus a grid row that must be ignored."""
+    """Two cells × 2 seeds with 3 own σ levels each (σ_min 0.5 and 0.2), the common σ list (0, 0.1, 1;
+    value 1000 + σ), plus a grid row that must be ignored."""
     rows = []
     for schedule, sigmas in (("a", (4.0, 1.0, 0.5)), ("b", (2.0, 0.2, 0.8))):
         for seed in (0, 1):
-            for sigma in sigmas:
-                base = {"dataset": "d", "schedule": schedule, "objective": "o", "seed": seed, "sampler": "", "sigma": sigma}
-                rows.append({**base, "metric": "score_error_rel", "region": "all", "value": sigma + seed})
-                rows.append({**base, "metric": "score_error_rel", "region": "grid", "value": -1.0})
+            for sigma_set, sig in (("own", sigmas), ("common", (0.0, 0.1, 1.0))):
+                for sigma in sig:
+                    base = {"dataset": "d", "schedule": schedule, "objective": "o", "seed": seed, "sampler": "",
+                            "sigma": sigma, "sigma_set": sigma_set}  # fmt: skip
+                    value = sigma + seed if sigma_set == "own" else 1000 + sigma
+                    rows.append({**base, "metric": "score_error_rel", "region": "all", "value": value})
+                    rows.append({**base, "metric": "score_error_rel", "region": "grid", "value": -1.0})
     return pd.DataFrame(rows)
 
 
-def test_score_error_at_sigma_min_is_each_cells_smallest_level():
+def test_score_error_at_sigma_min_is_each_cells_smallest_own_level():
     picked = at_sigma_min(score_error_rows(score_error_table()))
     assert sorted(zip(picked["schedule"], picked["seed"], picked["sigma"])) == [
         ("a", 0, 0.5), ("a", 1, 0.5), ("b", 0, 0.2), ("b", 1, 0.2)]  # fmt: skip
-    assert (picked["value"] >= 0).all()  # never a grid row
+    assert ((picked["value"] >= 0) & (picked["value"] < 1000)).all()  # never a grid row nor a common σ
+
+
+def test_common_sigma_is_the_smallest_positive_sigma_every_cell_shares():
+    df = score_error_rows(score_error_table())
+    sigma, rows = at_common_sigma(df)
+    assert sigma == 0.1 and len(rows) == 4 and set(rows["value"]) == {1000.1}
+    partial = df[~((df["schedule"] == "b") & (df["sigma"] == 0.1))]  # b lacks 0.1: the next shared σ
+    assert at_common_sigma(partial)[0] == 1.0
+    sigma, rows = at_common_sigma(df.drop(columns=["sigma_set"]))  # an older table has no common σ
+    assert math.isnan(sigma) and rows.empty
 
 
 def test_first_metric_present_follows_the_preference_order():
@@ -117,11 +134,6 @@ def test_over_seeds_is_mean_sd_and_t_interval_skipping_missing_values():
     assert y["n"] == 1 and math.isnan(y["sd"]) and math.isnan(y["lo"])
     assert describe([]).n == 0 and math.isnan(describe([]).mean)
     assert describe([1.0, 2.0, 4.0, math.nan]) == tuple(x[k] for k in ("mean", "sd", "n", "lo", "hi"))
-
-
-def test_combined_sd_counts_a_single_seed_as_zero():
-    assert combined_sd(0.3, 0.4) == pytest.approx(0.5)
-    assert combined_sd(0.3, math.nan) == pytest.approx(0.3)
 
 
 # ---------------------------------------------------------------------- tables
@@ -152,37 +164,140 @@ def test_latex_escapes_and_writes_symbols_as_math():
 
 
 def headline_table():
-    """One cell, two samplers, 3 seeds: a sample metric per sampler and score error at two σ levels."""
+    """One toy cell, two samplers, 3 seeds: a sample metric per sampler, score error at two own σ levels
+    and at the common σ list; and one image cell (FID, KID) with its own rows."""
     rows = []
     for seed in range(3):
-        cell = {"study": "s", "dataset": "mix", "schedule": "geom", "objective": "dsm", "seed": seed, "bin": -1}
+        cell = {"study": "s", "dataset": "mix", "dataset_kind": "gmm_2mode", "schedule": "geom", "objective": "dsm",
+                "seed": seed, "bin": -1}  # fmt: skip
         for sampler, mmd in (("ald", 0.1), ("pc", 0.2)):
             rows.append({**cell, "sampler": sampler, "metric": "mmd_rbf", "value": mmd + 0.01 * seed,
                          "region": "", "sigma": math.nan})  # fmt: skip
-        for sigma, err in ((1.0, 9.0), (0.1, 0.5)):
+        for sigma_set, sigma, err in (("own", 1.0, 9.0), ("own", 0.05, 0.5), ("common", 0.1, 0.6), ("common", 1.0, 9.0)):
             rows.append({**cell, "sampler": "", "metric": "score_error_rel", "value": err + 0.1 * seed,
-                         "region": "all", "sigma": sigma})  # fmt: skip
+                         "region": "all", "sigma": sigma, "sigma_set": sigma_set})  # fmt: skip
+        img = {**cell, "dataset": "img", "dataset_kind": "digits", "sampler": "ald", "region": "", "sigma": math.nan}
+        rows.append({**img, "metric": "fid", "value": 30.0 + seed, "extractor": "feature_net"})
+        rows.append({**img, "metric": "kid_mean", "value": 0.002 + 0.001 * seed, "extractor": "feature_net"})
     return pd.DataFrame(rows)
 
 
-def test_summary_table_is_mean_sd_of_each_cell_and_sampler(tmp_path):
+def test_summary_tables_split_toys_and_images_with_ci_and_the_common_sigma(tmp_path):
     df = headline_table()
-    table = summary_table(df)
-    assert list(table.columns) == ["dataset", "schedule", "objective", "sampler", "MMD²", "rel. score error (σ_min)"]
-    by_sampler = table.set_index("sampler")
+    tables = summary_tables(df)
+    assert set(tables) == {"toy", "image"}
+    toy, image = tables["toy"], tables["image"]
+    assert list(toy.columns) == ["dataset", "schedule", "objective", "sampler", "seeds n", "MMD² (RBF kernel)",
+                                 "rel. score error at σ = 0.1 (common)"]  # fmt: skip
+    assert list(image.columns) == ["dataset", "schedule", "objective", "sampler", "seeds n", "FID [feature_net]",
+                                   "KID ×10³ [feature_net]"]  # no empty toy column among the image's  # fmt: skip
+    by_sampler = toy.set_index("sampler")
     for sampler, mmd in (("ald", 0.1), ("pc", 0.2)):
-        v = pd.Series([mmd, mmd + 0.01, mmd + 0.02])
-        assert by_sampler.loc[sampler, "MMD²"] == f"{v.mean():.4g} ± {v.std():.2g}"
-        assert by_sampler.loc[sampler, "rel. score error (σ_min)"] == "0.6 ± 0.1"  # σ_min's rows, on every sampler
+        s = describe([mmd, mmd + 0.01, mmd + 0.02])
+        assert by_sampler.loc[sampler, "MMD² (RBF kernel)"] == f"{s.mean:.3g} [{s.lo:.3g}, {s.hi:.3g}]"
+        assert by_sampler.loc[sampler, "rel. score error at σ = 0.1 (common)"].startswith("0.7 [")  # common σ, not σ_min
+        assert by_sampler.loc[sampler, "seeds n"] == "3"
+    assert image.loc[0, "KID ×10³ [feature_net]"].startswith("3 [")  # 0.003 × 10³
     write_summary_tables(df, tmp_path)
     md = (tmp_path / "summary.md").read_text()
+    assert md.index("## Toy datasets") < md.index("## Image datasets")
     assert [r["sampler"] for r in markdown_rows(md, "dataset")] == ["ald", "pc"]
+    assert "nan" not in md.lower()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(SUMMARY_TABLES)
     assert r"MMD$^2$" in (tmp_path / "summary.tex").read_text()
+    assert len(summary_table(df)) == 3
+
+
+# ---------------------------------------------------------------------- which figures a config declares
+
+
+def config_study(**changes):
+    cfg = {
+        "study": "t", "datasets": {"mix": {"kind": "gmm_2mode"}},
+        "schedules": {"geom": {"kind": "geometric", "sigma_max": 5, "sigma_min": 0.1, "levels": 3}},
+        "objectives": {"dsm": {"kind": "dsm"}},
+    }  # fmt: skip
+    cfg.update(changes)
+    return Study(validate_config(cfg))
+
+
+def test_registry_declares_only_the_figures_a_config_can_fill():
+    one_l = {f.name for f in default_figures(config_study())}
+    assert "metric_vs_levels" not in one_l  # a single L: no placeholder, not declared
+    assert {"score_error_vs_sigma", "score_error_by_density", "training_curves"} <= one_l
+    two_l = config_study(schedules={"a": {"kind": "single", "sigma": 0.1},
+                                    "b": {"kind": "geometric", "sigma_max": 5, "sigma_min": 0.1, "levels": 4}})
+    assert "metric_vs_levels" in {f.name for f in default_figures(two_l)}
+    oracle = config_study(objectives={"o": {"kind": "oracle"}})
+    assert "training_curves" not in {f.name for f in default_figures(oracle)}
+    no_common = config_study(evaluation={"score_error": {"common_sigmas": []}})
+    assert "score_error_by_density" not in {f.name for f in default_figures(no_common)}
+    assert [f.name for f in default_figures(config_study())] == [f.name for f in DEFAULT_FIGURES if f.name in one_l]
+
+
+def test_workflow_declares_the_registrys_figures_and_the_summary_in_the_report():
+    common = (ROOT / "workflow" / "rules" / "common.smk").read_text()
+    rule = (ROOT / "workflow" / "rules" / "aggregate.smk").read_text()
+    assert "FIGURES = default_figures(STUDY)" in common
+    assert "--only {params.figures}" in rule and 'study_path("tables/summary.md")' in rule
+    assert "category=SUMMARY_CATEGORY" in rule
+    assert (ROOT / "workflow" / "report" / "summary_tables.rst").is_file()
+
+
+# ---------------------------------------------------------------------- the figures every study gets
+
+
+def two_schedule_table():
+    """Two schedules whose own σ differ (σ_min 0.5 and 0.05, values 1000+) and the common σ list (0.1, 1)
+    with values < 10; both at 2 numbers of levels, with density bins of score_error_norm."""
+    rows = []
+    for schedule, L, own in (("a", 2, (5.0, 0.5)), ("b", 10, (5.0, 0.05))):
+        for seed in range(3):
+            cell = {"dataset": "mix", "dataset_kind": "gmm_2mode", "schedule": schedule, "objective": "dsm",
+                    "seed": seed, "sampler": "", "schedule_n_levels": L, "schedule_weighting": "sigma2"}  # fmt: skip
+            for sigma_set, sigmas, v in (("own", own, 1000.0), ("common", (0.1, 1.0), 1.0)):
+                for sigma in sigmas:
+                    at = {**cell, "sigma": sigma, "sigma_set": sigma_set}
+                    rows.append({**at, "metric": "score_error_rel", "region": "all", "bin": -1, "value": v + seed})
+                    for b in range(3):
+                        rows.append({**at, "metric": "score_error_norm", "region": "bin", "bin": b,
+                                     "bin_by": "log_density_0", "value": v * (3 - b) + seed})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def spy(monkeypatch, name):
+    """Record the `data` of every seaborn.`name` call (the rows a figure plots)."""
+    import seaborn as sns
+
+    seen = []
+    original = getattr(sns, name)
+    monkeypatch.setattr(sns, name, lambda *a, data=None, **kw: seen.append(data.copy()) or original(*a, data=data, **kw))
+    return seen
+
+
+def test_figures_comparing_schedules_read_one_common_sigma(tmp_path, monkeypatch):
+    df = two_schedule_table()
+    seen = spy(monkeypatch, "catplot")
+    score_error_by_density(df, tmp_path)
+    (plotted,) = seen
+    assert set(plotted["sigma_set"]) == {"common"} and set(plotted["sigma"]) == {0.1}
+    assert set(plotted["schedule"]) == {"a", "b"} and (plotted["value"] < 10).all()
+    seen = spy(monkeypatch, "lineplot")
+    metric_vs_levels(df, tmp_path)
+    (plotted,) = seen
+    assert set(plotted["sigma"]) == {0.1} and (plotted["value"] < 10).all()
+    with pytest.raises(NothingToDraw):  # an older table without common σ rows: no figure, not a card
+        score_error_by_density(df.drop(columns=["sigma_set"]), tmp_path / "old")
 
 
 @pytest.mark.slow
-def test_default_figures_are_the_registrys(tmp_path):
-    make_default_figures(headline_table(), tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        name for f in DEFAULT_FIGURES for name in (f.shown, *f.other_files))
+def test_default_figures_draw_what_is_declared_and_no_placeholder(tmp_path):
+    df = headline_table()
+    drawn = make_default_figures(df, tmp_path)  # what the table can fill: one L, no curves, no samples
+    assert set(drawn) == {"score_error_vs_sigma", "sample_quality"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{n}.{e}" for n in drawn for e in ("png", "pdf"))
+    for name in drawn:
+        assert (tmp_path / f"{name}.png").stat().st_size > 20000, name  # a drawn figure, not a text card
+    with pytest.raises(NothingToDraw, match="metric_vs_levels"):  # declared for a single L: an error
+        make_default_figures(df, tmp_path / "x", only=["metric_vs_levels"])
+    assert make_default_figures(df, tmp_path / "y", only=[]) == []
