@@ -9,7 +9,9 @@ score error against the exact ∇log p_σ, sample quality, and seconds per train
 
 `objective_numbers` turns the study table into one row per (dataset, model, objective, sampler,
 quantity) with mean, sd and a 95 % t-interval over seeds; the figure and the summary section both
-read it, so what the figure draws is what the summary says.
+read it, so what the figure draws is what the summary says. The objectives of one dataset share its
+schedule, so their score errors are compared at the schedule's own σ levels; the section's verdicts
+are Claims (stats.claims: t-tests over seeds, one Holm family).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from pathlib import Path
 
 from scorebench.data.registry import dataset_dim
 from scorebench.report.plotting import NothingToDraw, pyplot, save_figure
-from scorebench.report.queries import at_sigma_min, score_error_rows
-from scorebench.report.stats import intervals_apart, loglog_slope, over_seeds
+from scorebench.report.plotting import draw_each
+from scorebench.report.queries import at_sigma_min, own_sigma_rows, score_error_rows
+from scorebench.report.stats import claims, claims_markdown, compare, loglog_slope, over_seeds
 from scorebench.report.tables import markdown_table, mean_ci_text
 
 FIGURES = ("objectives_vs_dim",)
@@ -87,7 +90,7 @@ def per_seed_values(df):
     else:
         d = d.assign(model="")
     parts = []
-    se = score_error_rows(d)
+    se = own_sigma_rows(score_error_rows(d))
     if len(se):
         mean = se.groupby(keys)["value"].mean().rename("score_error").reset_index()
         at_min = at_sigma_min(se, per=keys).groupby(keys)["value"].mean().rename("score_error_sigma_min").reset_index()
@@ -232,8 +235,8 @@ def objectives_figure(df, out_dir: Path, name: str = "objectives_vs_dim") -> Non
     save_figure(fig, out_dir, name)
 
 
-def figures(inputs) -> None:
-    objectives_figure(inputs.table, inputs.figures_dir)
+def figures(inputs) -> list[str]:
+    return draw_each({FIGURES[0]: lambda: objectives_figure(inputs.table, inputs.figures_dir)}, inputs.wanted)
 
 
 # ---------------------------------------------------------------------- summary section
@@ -296,31 +299,48 @@ def cost_findings(nums) -> list[str]:
     return out
 
 
-def best_findings(nums, quantity: str, sampler: str) -> str | None:
-    """Which objective has the lowest mean `quantity` at each D, and whether its 95 % CI is apart from
-    the runner-up's."""
+def _seed_values(values, dataset, model, objective, sampler, quantity):
+    r = values[(values["dataset"] == dataset) & (values["model"] == model) & (values["objective"] == objective)
+               & (values["sampler"] == sampler) & (values["quantity"] == quantity)].sort_values("seed")  # fmt: skip
+    r = r.dropna(subset=["value"])
+    return r["value"].to_numpy(float), r["seed"].tolist()
+
+
+def _compare_rows(values, a, b, quantity: str, sampler: str):
+    va = _seed_values(values, a["dataset"], a["model"], a["objective"], sampler, quantity)
+    vb = _seed_values(values, b["dataset"], b["model"], b["objective"], sampler, quantity)
+    return compare(va[0], vb[0], va[1], vb[1])
+
+
+def best_findings(nums, values, quantity: str, sampler: str, family: list) -> str | None:
+    """Which objective has the lowest mean `quantity` at each D (a description of the means); its
+    comparison with the runner-up joins the section's Holm family (`family`), which decides it."""
     rows = nums[(nums["quantity"] == quantity) & (nums["sampler"] == sampler)]
     parts, wins = [], {}
-    for (_, dim), g in rows.groupby(["dataset", "dim"], sort=False):
+    for (ds, dim, model), g in rows.groupby(["dataset", "dim", "model"], sort=False):
         g = g.sort_values("mean")
         if len(g) < 2:
             continue
         best, second = g.iloc[0], g.iloc[1]
         wins[best["objective"]] = wins.get(best["objective"], 0) + 1
-        sure = "CIs apart" if intervals_apart(best, second) else "CIs overlap"
-        parts.append(f"D = {int(dim)}: `{best['objective']}` {mean_ci_text(best)} (next `{second['objective']}` "
-                     f"{mean_ci_text(second)}, {sure})")  # fmt: skip
+        what = f"{SHORT_NAMES[quantity]} at D = {int(dim)} ({ds}" + (f", `{sampler}`)" if sampler else ")")
+        family.append((f"`{best['objective']}`", f"`{second['objective']}`", what,
+                       _compare_rows(values, best, second, quantity, sampler), True))  # fmt: skip
+        parts.append(f"D = {int(dim)}: `{best['objective']}` {mean_ci_text(best)} (n = {int(best['n'])}; next "
+                     f"`{second['objective']}` {mean_ci_text(second)} (n = {int(second['n'])}))")  # fmt: skip
     if not parts:
         return None
     tally = ", ".join(f"`{o}` at {n} of {len(parts)} D" for o, n in sorted(wins.items(), key=lambda t: -t[1]))
-    return f"- Lowest {SHORT_NAMES[quantity]}: {tally}. " + "; ".join(parts) + "."
+    return (f"- Lowest mean {SHORT_NAMES[quantity]}: {tally} (whether each lead is resolved: Claims). "
+            + "; ".join(parts) + ".")  # fmt: skip
 
 
-def _error_findings(nums, smp: str, sample_qs) -> list[str]:
-    """The lowest score error and sample metrics per D, the error's change with D, and sliced-VR vs sliced."""
+def _error_findings(nums, values, smp: str, sample_qs, family: list) -> list[str]:
+    """The lowest score error and sample metrics per D, the error's change with D, and sliced-VR vs
+    sliced; the comparisons go into `family` (the section's Holm family)."""
     findings = []
     for q in ("score_error", *sample_qs):
-        line = best_findings(nums, q, smp if q in SAMPLE_QUANTITIES else "")
+        line = best_findings(nums, values, q, smp if q in SAMPLE_QUANTITIES else "", family)
         if line:
             findings.append(line)
     se = nums[nums["quantity"] == "score_error"]
@@ -332,18 +352,16 @@ def _error_findings(nums, smp: str, sample_qs) -> list[str]:
             where = f", {model}" if se["model"].nunique() > 1 else ""
             growth.append(f"`{obj}` ×{b['mean'] / a['mean']:.3g} (D = {int(a['dim'])} → {int(b['dim'])}{where})")
     if growth:
-        findings.append("- Change of the relative score error with D: " + ", ".join(growth) + ".")
+        findings.append("- Change of the mean relative score error with D: " + ", ".join(growth) + ".")
     vr = se[se["objective_kind"].isin(["sliced", "sliced_vr"])]
-    pairs = [(d, g.set_index("objective_kind")) for d, g in vr.groupby("dim")
-             if len(g) == g["objective_kind"].nunique() == 2]  # fmt: skip
-    if pairs:
-        lower = [int(d) for d, g in pairs if g.loc["sliced_vr", "mean"] < g.loc["sliced", "mean"]]
-        apart = [int(d) for d, g in pairs if intervals_apart(g.loc["sliced_vr"], g.loc["sliced"])]
-        findings.append(
-            f"- Variance reduction: sliced-VR has a lower score error than plain sliced at {len(lower)} of "
-            f"{len(pairs)} D ({', '.join(map(str, lower)) or 'none'}); CIs apart at "
-            f"{', '.join(map(str, apart)) or 'none'}."
-        )
+    for (ds, dim, model), g in vr.groupby(["dataset", "dim", "model"]):
+        if len(g) == g["objective_kind"].nunique() == 2:
+            g = g.set_index("objective_kind")
+            a, b = g.loc["sliced_vr"].to_dict(), g.loc["sliced"].to_dict()
+            a.update(dataset=ds, model=model)
+            b.update(dataset=ds, model=model)
+            family.append((f"`{a['objective']}`", f"`{b['objective']}`", f"variance reduction, score error at D = {int(dim)} ({ds})",
+                           _compare_rows(values, a, b, "score_error", ""), True))  # fmt: skip
     return findings
 
 
@@ -359,7 +377,7 @@ def section(inputs) -> str:
         "derivative) trained for the same number of steps, against the data dimension D: the relative score "
         "error against the exact ∇log p_σ (mean over the σ levels), sample quality of the annealed-Langevin "
         "samples, and seconds per training step (training wall seconds / steps: they depend on the machine and "
-        "on how busy it was). Brackets are 95 % t-intervals over seeds.\n"
+        "on how busy it was). Brackets are 95 % t-intervals over seeds; each comparison is a Claim of one Holm family.\n"
     )
     if "dataset_kind" in df and ((df["dataset_kind"] == "gmm_nd") & (df.get("dataset_options_dim", 2) > 2)).any():
         text.append(
@@ -392,7 +410,18 @@ def section(inputs) -> str:
     if exact_dims and missing:
         findings.append(f"- Exact score matching has no cells at D = {', '.join(map(str, missing))} (refused above its "
                         "max_dim, or excluded).")  # fmt: skip
-    findings += _error_findings(nums, smp, sample_qs)
+    family: list = []
+    findings += _error_findings(nums, per_seed_values(df), smp, sample_qs, family)
     text.append("Findings:\n")
     text.append("\n".join(findings) + "\n" if findings else "No comparison possible (one objective or one D).\n")
+    text.append(claims_markdown(claims(_unique(family))))
     return "\n".join(text)
+
+
+def _unique(family: list) -> list:
+    seen, out = set(), []
+    for f in family:
+        if (f[0], f[1], f[2]) not in seen:
+            seen.add((f[0], f[1], f[2]))
+            out.append(f)
+    return out

@@ -209,7 +209,9 @@ def claims(family, alpha: float = ALPHA) -> list[Claim]:
 
 def claims_markdown(found: list[Claim], title: str = "Claims") -> str:
     """The "Claims" part of a section: one bullet per claim of the family, resolved ones first."""
-    head = (f"**{title}** (one Holm family of {len(found)} comparisons over seeds; \"A better than B\" only "
+    testable = sum(not math.isnan(c.p) for c in found)
+    untestable = f", {len(found) - testable} without a test (fewer than 2 seeds, or no spread)" if testable < len(found) else ""
+    head = (f"**{title}** (one Holm family of {testable} t-tests over seeds{untestable}; \"A better than B\" only "
             f"when the Holm-adjusted p < {ALPHA:g}; Δ = A − B with its 95 % interval):\n")  # fmt: skip
     if not found:
         return head + "\nNo comparison could be made (fewer than two cells with seeds).\n"
