@@ -245,10 +245,13 @@ def markdown_rows(text: str, *first_headers: str) -> list[dict]:
 
 
 def assert_shows(cell: str, values) -> None:
-    """A summary cell is the mean (3 significant digits) ± the sample sd (2) of exactly these values."""
+    """A summary cell is the mean [95 % t-interval] (n = 3) of exactly these values (3 significant digits)."""
+    from scorebench.report.stats import describe
+
     v = pd.Series(values, dtype=float)
     assert len(v) == 3, "every number of the synthetic table comes from 3 seeds"
-    assert cell == f"{v.mean():.3g} ± {v.std():.2g}"
+    s = describe(v)
+    assert cell == f"{s.mean:.3g} [{s.lo:.3g}, {s.hi:.3g}] (n = 3)"
 
 
 def test_summary_numbers_are_the_tables(gen):
@@ -359,7 +362,7 @@ def nfe_table(seed=0):
                         "sampler": sampler, "sampler_kind": kind, "sampler_step_size": math.nan,
                         "sampler_step_ratio": 0.3, "sampler_snr": 0.16, "git_commit": "abc"}  # fmt: skip
                 rows.append({**cell, "metric": "nfe", "value": float(nfe)})
-                rows.append({**cell, "metric": "mode_weight_error", "value": tv + rng.uniform(-0.02, 0.02)})
+                rows.append({**cell, "metric": "mode_weight_error", "value": tv + rng.uniform(-0.002, 0.002)})
                 rows.append({**cell, "metric": "mmd_rbf", "value": tv**2 + rng.uniform(-0.001, 0.001)})
     return pd.DataFrame(rows)
 
@@ -388,8 +391,10 @@ def test_sampler_nfe_summary_compares_at_matched_nfe_with_the_tables_numbers():
         mine = tv[(tv["sampler"] == sampler) & (tv["objective"] == p["objective"])]
         assert_shows(p["PC mode-weight TV error"], mine["value"])
     assert [p["better"] for p in pairs[:3]] == ["predictor–corrector", "annealed Langevin", "annealed Langevin"]
-    verdict = "- mode-weight TV error, `oracle`: annealed Langevin is better at matched NFE (better: PC in 1, annealed in 2"
+    verdict = ("- mode-weight TV error, `oracle`: annealed Langevin is better at matched NFE (resolved claims: PC "
+               "better in 1, annealed better in 2")  # fmt: skip
     assert verdict in text
+    assert "mode-weight TV error, mix `dsm`: `pc_z` (NFE 10) better than `ald_a` (NFE 11) (paired t, n = 3" in text
     close = df.copy()  # PC within noise of annealed at every budget: no winner
     tv_rows = close["metric"] == "mode_weight_error"
     spread = close["seed"].map({0: 0.0, 1: 0.05, 2: -0.05}) + 0.01 * (close["sampler_kind"] == "pc")  # sd 0.05 ≫ 0.01

@@ -3,8 +3,10 @@ evaluations (Song et al. 2021, Sec. 4.2: PC samplers vs annealed Langevin at equ
 
 - `sampler_nfe_figure`: sample quality against the number of score evaluations (NFE) for each
   sampler family (annealed Langevin per step ratio, predictor–corrector), oracle and trained score apart;
-- `section`: every preset's numbers, each PC preset against the best annealed preset at matched NFE,
-  and findings whose verdicts follow the numbers.
+- `section`: every preset's numbers (n, mean, 95 % CI), each PC preset against the best annealed
+  preset at matched NFE as a Claim (t-test over seeds, one Holm family for the section).
+
+The presets compared are samplers of one cell (one schedule), so no σ is involved.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from scorebench.report.plotting import NothingToDraw, pyplot, save_figure, spans_decades
-from scorebench.report.stats import combined_sd, over_seeds
-from scorebench.report.tables import markdown_table, mean_sd_text
+from scorebench.report.plotting import NothingToDraw, draw_each, pyplot, save_figure, spans_decades
+from scorebench.report.stats import claims, claims_markdown, compare, over_seeds, seed_values
+from scorebench.report.tables import markdown_table, mean_ci_n_text
 
 FIGURES = ("sampler_nfe",)
 # Sample-quality metrics the NFE figure and summary compare, in panel order, with axis labels.
@@ -27,7 +29,7 @@ NFE_METRICS = {
 NFE_METRIC_NAMES = {"mode_weight_error": "mode-weight TV error", "mmd_rbf": "MMD²",
                     "sliced_wasserstein": "sliced W2", "fid": "FID"}  # fmt: skip
 NFE_MATCH = 1.5  # two presets are "at matched NFE" when their NFEs differ by at most this factor
-WINNER_NAMES = {"pc": "predictor–corrector", "annealed": "annealed Langevin", "tie": "neither (within ± sd)"}
+WINNER_NAMES = {"pc": "predictor–corrector", "annealed": "annealed Langevin", "tie": "not resolved"}
 
 
 def check(study) -> str | None:
@@ -54,7 +56,7 @@ def sampler_family(row) -> str:
 
 def sampler_nfe_numbers(df):
     """Per (dataset, schedule, objective, sampler): kind, family, NFE and each NFE_METRICS value as
-    mean, sd and n over seeds (a DataFrame; empty when the table has no sampler rows)."""
+    mean, sd, n and 95 % t-interval (lo, hi) over seeds (a DataFrame; empty when the table has no sampler rows)."""
     import numpy as np
     import pandas as pd
 
@@ -64,11 +66,13 @@ def sampler_nfe_numbers(df):
         return pd.DataFrame(columns=[*keys, "sampler_kind", "family", "nfe"])
     cols = [c for c in ("sampler_kind", "sampler_step_size", "sampler_step_ratio", "sampler_snr") if c in d]
     meta = d.drop_duplicates(keys).set_index(keys)[cols]
-    stats = over_seeds(d, [*keys, "metric"]).set_index([*keys, "metric"])[["mean", "sd", "n"]].unstack("metric")
+    stats = over_seeds(d, [*keys, "metric"]).set_index([*keys, "metric"])[["mean", "sd", "n", "lo", "hi"]]
+    stats = stats.unstack("metric")
     flat = stats["mean"].copy()
     for m in NFE_METRICS:
         if m in flat:
-            flat[m + "_sd"], flat[m + "_n"] = stats["sd"][m], stats["n"][m]
+            for q in ("sd", "n", "lo", "hi"):
+                flat[f"{m}_{q}"] = stats[q][m]
     out = meta.join(flat, how="inner").reset_index()  # aligned on the keys, not on row order
     out["family"] = [sampler_family(r) for r in out.to_dict("records")]
     out["nfe"] = out["nfe"].round().astype(int)
@@ -79,7 +83,9 @@ def sampler_nfe_numbers(df):
 def sampler_nfe_figure(df, out_dir: Path, name: str = "sampler_nfe") -> None:
     """Sample quality against NFE (log scale), one line per sampler family, one row of panels per
     (dataset, schedule, objective) — the oracle rows isolate the sampler, the trained rows add the
-    model's error; points: mean over seeds, error bars: ± sd."""
+    model's error; points: mean over seeds, error bars: 95 % t-interval."""
+    import numpy as np
+
     plt, sns = pyplot()
     nums = sampler_nfe_numbers(df)
     metrics = [m for m in NFE_METRICS if m in nums and nums[m].notna().any()]
@@ -101,7 +107,9 @@ def sampler_nfe_figure(df, out_dir: Path, name: str = "sampler_nfe") -> None:
                 if line.empty:
                     continue
                 ls = "--" if fam.startswith("predictor") else "-"
-                ax.errorbar(line["nfe"], line[m], yerr=line[m + "_sd"].fillna(0), label=fam, color=colors[fam],
+                yerr = np.vstack([line[m] - line[m + "_lo"], line[m + "_hi"] - line[m]])
+                yerr = np.where(np.isfinite(yerr), np.maximum(yerr, 0), 0)
+                ax.errorbar(line["nfe"], line[m], yerr=yerr, label=fam, color=colors[fam],
                             marker=markers[fam], ls=ls, capsize=3, ms=5, lw=1.5)  # fmt: skip
             ax.set_xscale("log")
             if spans_decades(cell[m]):
@@ -113,23 +121,28 @@ def sampler_nfe_figure(df, out_dir: Path, name: str = "sampler_nfe") -> None:
             if r == 0 and c == 0:
                 ax.legend(fontsize=8, title="sampler family", title_fontsize=8)
     fig.suptitle("Sample quality against computation: annealed Langevin (solid; T steps per level varies along a line) "
-                 "vs predictor–corrector (dashed; corrector steps vary)\npoints: mean over seeds, bars: ± sd", y=1.0)  # fmt: skip
+                 "vs predictor–corrector (dashed; corrector steps vary)\npoints: mean over seeds, bars: 95% t-interval", y=1.0)  # fmt: skip
     fig.tight_layout()
     save_figure(fig, out_dir, name)
 
 
-def figures(inputs) -> None:
-    sampler_nfe_figure(inputs.table, inputs.figures_dir)
+def figures(inputs) -> list[str]:
+    return draw_each({FIGURES[0]: lambda: sampler_nfe_figure(inputs.table, inputs.figures_dir)}, inputs.wanted)
 
 
 # ---------------------------------------------------------------------- summary section
 
 
-def matched_nfe_pairs(nums, metric: str) -> list[dict]:
+def _seed_rows(df, q: dict, r: dict, metric: str):
+    sel = df[(df["dataset"] == q["dataset"]) & (df["schedule"] == q["schedule"]) & (df["objective"] == q["objective"])
+             & (df["sampler"] == r["sampler"]) & (df["metric"] == metric)]  # fmt: skip
+    return seed_values(sel)
+
+
+def matched_nfe_pairs(nums, metric: str, df=None) -> list[dict]:
     """For every predictor–corrector preset of a cell, the best annealed-Langevin preset (lowest mean
     `metric`) whose NFE is within a factor NFE_MATCH of it; pairs without such a preset are skipped.
-    `winner` is "tie" when the means differ by no more than the seed sds combined (stats.combined_sd):
-    a difference the seeds cannot resolve is not a win."""
+    With the study table `df`, each pair carries its Comparison over seeds (`comparison`, PC − annealed)."""
     out = []
     for (ds, sch, obj), cell in nums.groupby(["dataset", "schedule", "objective"]):
         cell = cell[cell[metric].notna()]
@@ -139,49 +152,63 @@ def matched_nfe_pairs(nums, metric: str) -> list[dict]:
             if near.empty:
                 continue
             a = near.sort_values(metric).iloc[0].to_dict()
-            noise = combined_sd(p.get(metric + "_sd", math.nan), a.get(metric + "_sd", math.nan))
-            winner = "tie" if abs(p[metric] - a[metric]) <= noise else "pc" if p[metric] < a[metric] else "annealed"
-            out.append({"dataset": ds, "schedule": sch, "objective": obj, "pc": p, "ald": a, "winner": winner})
+            q = {"dataset": ds, "schedule": sch, "objective": obj, "pc": p, "ald": a}
+            if df is not None:
+                (vp, sp), (va, sa) = _seed_rows(df, q, p, metric), _seed_rows(df, q, a, metric)
+                q["comparison"] = compare(vp, va, sp, sa)
+            out.append(q)
     return out
 
 
 def _val(r: dict, m: str) -> str:
-    return mean_sd_text(r[m], r.get(m + "_sd", math.nan), int(r.get(m + "_n", 1) or 1))
+    return mean_ci_n_text({"mean": r[m], "n": r.get(m + "_n", 1) or 1, "lo": r.get(m + "_lo", math.nan),
+                           "hi": r.get(m + "_hi", math.nan)})  # fmt: skip
 
 
-def _matched_part(nums, m: str) -> tuple[str, list[str]]:
-    """The matched-NFE table of one metric and a verdict per objective ("", [] without pairs)."""
-    pairs = matched_nfe_pairs(nums, m)
+def _pair_label(q: dict, side: str) -> str:
+    return f"`{q[side]['sampler']}` (NFE {q[side]['nfe']})"
+
+
+def _matched_part(nums, m: str, df) -> tuple[str, list]:
+    """The matched-NFE table of one metric and its pairs' comparisons for the section's Holm family."""
+    pairs = matched_nfe_pairs(nums, m, df)
     if not pairs:
         return "", []
     name = NFE_METRIC_NAMES[m]
+    family = [(_pair_label(q, "pc"), _pair_label(q, "ald"), f"{name}, {q['dataset']} `{q['objective']}`",
+               q["comparison"], True) for q in pairs]  # fmt: skip
+    return name, list(zip(pairs, family))
+
+
+def _matched_table(name: str, m: str, pairs_claims) -> str:
     table = (f"Matched NFE on {name} (each PC preset against the best annealed preset within ×{NFE_MATCH:g} of its "
-             "NFE; lower is better; neither when the means differ by less than their sds combined):\n\n")  # fmt: skip
-    table += markdown_table(
-        ["dataset", "objective", "PC preset (NFE)", f"PC {name}", "best annealed (NFE)", f"annealed {name}", "better"],
-        [[q["dataset"], q["objective"], f"{q['pc']['sampler']} ({q['pc']['nfe']})", _val(q["pc"], m),
-          f"{q['ald']['sampler']} ({q['ald']['nfe']})", _val(q["ald"], m), WINNER_NAMES[q["winner"]]] for q in pairs],
-    )  # fmt: skip
-    findings = []
-    for obj in sorted({q["objective"] for q in pairs}, key=lambda o: (o != "oracle", o)):
-        mine = [q for q in pairs if q["objective"] == obj]
-        wins = sum(q["winner"] == "pc" for q in mine)
-        losses = sum(q["winner"] == "annealed" for q in mine)
+             "NFE; lower is better; better: the Claim's verdict, Holm-corrected over the section):\n\n")  # fmt: skip
+    rows = []
+    for q, c in pairs_claims:
+        better = WINNER_NAMES["tie" if not c.resolved else "pc" if c.direction == "a" else "annealed"]
+        rows.append([q["dataset"], q["objective"], f"{q['pc']['sampler']} ({q['pc']['nfe']})", _val(q["pc"], m),
+                     f"{q['ald']['sampler']} ({q['ald']['nfe']})", _val(q["ald"], m), better,
+                     f"{c.p_holm:.3g}" if c.p_holm == c.p_holm else "n/a"])  # fmt: skip
+    return table + markdown_table(["dataset", "objective", "PC preset (NFE)", f"PC {name}", "best annealed (NFE)",
+                                   f"annealed {name}", "better", "Holm p"], rows)  # fmt: skip
+
+
+def _tally(name: str, pairs_claims) -> list[str]:
+    out = []
+    for obj in sorted({q["objective"] for q, _ in pairs_claims}, key=lambda o: (o != "oracle", o)):
+        mine = [(q, c) for q, c in pairs_claims if q["objective"] == obj]
+        wins = sum(c.resolved and c.direction == "a" for _, c in mine)
+        losses = sum(c.resolved and c.direction == "b" for _, c in mine)
         verdict = ("predictor–corrector is better" if wins > losses
                    else "annealed Langevin is better" if wins < losses else "neither is better")  # fmt: skip
-        low = min(mine, key=lambda q: q["pc"]["nfe"])
-        ties = len(mine) - wins - losses
-        findings.append(
-            f"- {name}, `{obj}`: {verdict} at matched NFE (better: PC in {wins}, annealed in {losses}, neither "
-            f"within ± sd in {ties} of {len(mine)} budgets); at the "
-            f"smallest budget PC `{low['pc']['sampler']}` (NFE {low['pc']['nfe']}) reaches {_val(low['pc'], m)} vs "
-            f"{_val(low['ald'], m)} for annealed `{low['ald']['sampler']}` (NFE {low['ald']['nfe']})."
-        )
-    return table, findings
+        out.append(f"- {name}, `{obj}`: {verdict} at matched NFE (resolved claims: PC better in {wins}, annealed "
+                   f"better in {losses}, not resolved in {len(mine) - wins - losses} of {len(mine)} budgets).")  # fmt: skip
+    return out
 
 
 def section(inputs) -> str:
-    nums = sampler_nfe_numbers(inputs.table)
+    df = inputs.table
+    nums = sampler_nfe_numbers(df)
     metrics = [m for m in NFE_METRICS if m in nums and nums[m].notna().any()]
     text = ["## Annealed Langevin vs predictor–corrector at equal score evaluations\n"]
     text.append(
@@ -195,19 +222,23 @@ def section(inputs) -> str:
     header = ["dataset", "schedule", "objective", "sampler", "family", "NFE"] + [NFE_METRIC_NAMES[m] for m in metrics]
     rows = [[r["dataset"], r["schedule"], r["objective"], r["sampler"], r["family"], str(r["nfe"]),
              *[_val(r, m) for m in metrics]] for r in nums.to_dict("records")]  # fmt: skip
-    text.append("Every preset (mean over seeds ± sd):\n")
+    text.append("Every preset (mean [95 % t-interval] (n) over seeds):\n")
     text.append(markdown_table(header, rows))
+    parts = [(m, *_matched_part(nums, m, df)) for m in metrics]
+    parts = [p for p in parts if p[1]]
+    found = claims([f for _, _, pc in parts for _, f in pc])  # one Holm family: every metric's pairs
+    it = iter(found)
     findings = []
-    for m in metrics:
-        table, found = _matched_part(nums, m)
-        if table:
-            text.append(table)
-            findings += found
+    for m, name, pc in parts:
+        pairs_claims = [(q, next(it)) for q, _ in pc]
+        text.append(_matched_table(name, m, pairs_claims))
+        findings += _tally(name, pairs_claims)
     for (ds, obj), cell in nums.groupby(["dataset", "objective"]):
         m = metrics[0]
         best = cell.sort_values(m).iloc[0]
-        findings.append(f"- {ds}, `{obj}`: lowest {NFE_METRIC_NAMES[m]} overall is {_val(best.to_dict(), m)} "
-                        f"(`{best['sampler']}`, {best['family']}, NFE {best['nfe']}).")  # fmt: skip
+        findings.append(f"- {ds}, `{obj}`: lowest mean {NFE_METRIC_NAMES[m]} overall is {_val(best.to_dict(), m)} "
+                        f"(`{best['sampler']}`, {best['family']}, NFE {best['nfe']}; a description, not a claim).")  # fmt: skip
     text.append("Findings:\n")
     text.append("\n".join(findings) + "\n" if findings else "No PC preset has an annealed preset at matched NFE.\n")
+    text.append(claims_markdown(found))
     return "\n".join(text)

@@ -26,6 +26,16 @@ def mean_ci_text(r) -> str:
     return f"{r['mean']:.3g} [{r['lo']:.3g}, {r['hi']:.3g}]"
 
 
+def mean_ci_n_text(r) -> str:
+    """`mean [lo, hi] (n = k)`: a seed aggregate as the summaries print it (a mapping with mean, n, lo, hi,
+    or a stats.SeedStats); `mean (n = 1)` for one seed, n/a for none."""
+    if hasattr(r, "_asdict"):
+        r = r._asdict()
+    if r is None or r["mean"] is None or math.isnan(r["mean"]):
+        return "n/a"
+    return f"{mean_ci_text(r)} (n = {int(r['n'])})"
+
+
 def to_markdown(df) -> str:
     """A DataFrame as a Markdown (pipe) table, cells written as they are (no re-formatting of numbers)."""
     return df.astype(str).to_markdown(index=False, disable_numparse=True) + "\n"
