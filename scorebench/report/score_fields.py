@@ -5,8 +5,13 @@
   density, and a map of their difference, for the naive, one-level and multi-level models. Reads the
   score-field .npz files (`scorebench score-field`).
 - `score_error_vs_log_density`: the grid's score error per log-density bin (table rows
-  `region == "grid_bin"`), the same claim as a number per bin.
-- `section`: the summary's table per cell and shown σ, and findings whose verdicts follow the numbers.
+  `region == "grid_bin"`), the same claim as a number per bin: absolute, and normalised
+  (`score_error_norm`: divided by the mean ‖∇log p_σ‖² over the whole grid at that σ, the one
+  normalisation of density-split numbers), at each cell's own shown σ levels.
+- `section`: the summary's table per cell and shown σ (within a cell: own σ), and Claims (one Holm
+  family): the noiseless cell's low- against high-density error, and each noisy cell's low-density
+  error against the noiseless one at ONE common σ (different schedules are never compared at their
+  own, different σ).
 """
 
 from __future__ import annotations
@@ -16,11 +21,11 @@ import math
 from pathlib import Path
 
 from scorebench.report.job_files import first_seed, load_field
-from scorebench.report.plotting import AXIS_LABELS, DENSITY_RANGE, NothingToDraw, fmt_sigma, pyplot, save_figure
-from scorebench.report.queries import score_error_rows
+from scorebench.report.plotting import AXIS_LABELS, DENSITY_RANGE, NothingToDraw, draw_each, fmt_sigma, pyplot, save_figure
+from scorebench.report.queries import at_common_sigma, own_sigma_rows, score_error_rows, sigma_text
 from scorebench.report.requirements import missing_planar_toy
-from scorebench.report.stats import describe
-from scorebench.report.tables import markdown_table, mean_sd_text
+from scorebench.report.stats import claims, claims_markdown, compare, describe, seed_values, t_interval
+from scorebench.report.tables import markdown_table, mean_ci_n_text
 
 log = logging.getLogger("scorebench")
 
@@ -201,9 +206,14 @@ def score_fields_figure(field_files, out_dir: Path, name: str = "score_fields", 
 # ---------------------------------------------------------------------- score error against log-density
 
 
+NORM = "score_error_norm"  # a bin's mean error / the grid's mean ‖∇log p_σ‖² at that σ
+
+
 def shown_grid_rows(df):
-    """Grid-bin score-error rows at the σ levels the figures show (levels_to_show per cell)."""
-    d = df[(df["region"] == "grid_bin") & df["metric"].isin(["score_error", "score_error_rel"])]
+    """Grid-bin score-error rows (absolute and normalised) at the own σ levels the figures show
+    (levels_to_show per cell)."""
+    d = own_sigma_rows(df)
+    d = d[(d["region"] == "grid_bin") & d["metric"].isin(["score_error", NORM])]
     keep = []
     for _, rows in d.groupby(["dataset", "schedule", "objective"]):
         sig = sorted(rows["sigma"].unique(), reverse=True)
@@ -237,52 +247,57 @@ def score_error_vs_log_density(df, out_dir: Path, name: str = "score_error_vs_lo
     fig, axes = plt.subplots(len(datasets), 2, figsize=(12, 4.2 * len(datasets)), squeeze=False)
     ylabels = {
         "score_error": "score error in the bin\nE‖s_θ − ∇log p_σ‖²\n(lower is better)",
-        "score_error_rel": "relative score error in the bin\nE‖s_θ − ∇log p_σ‖² / E‖∇log p_σ‖²\n(lower is better)",
+        NORM: "score error in the bin / mean ‖∇log p_σ‖²\nover the whole grid at that σ\n(lower is better)",
     }
     for b, ds in enumerate(datasets):
-        for c, metric in enumerate(["score_error", "score_error_rel"]):
+        for c, metric in enumerate(["score_error", NORM]):
             ax = axes[b, c]
             rows = d[(d["dataset"] == ds) & (d["metric"] == metric)]
             sns.lineplot(data=rows, x="log_p0", y="value", hue="cell, σ", hue_order=[o for o in order if o in set(rows["cell, σ"])],
-                         marker="o", errorbar="sd", ax=ax)  # fmt: skip
+                         marker="o", errorbar=t_interval, ax=ax)  # fmt: skip
             ax.set_yscale("log")
             ax.set_xlabel("data log-density log p₀(x) of the grid points (bin midpoint, nats)")
             ax.set_ylabel(ylabels[metric])
-            ax.set_title(f"{ds}: {'absolute' if c == 0 else 'relative'} error (← low density | high density →)",
+            ax.set_title(f"{ds}: {'absolute' if c == 0 else 'normalised'} error (← low density | high density →)",
                          fontsize=10)  # fmt: skip
             ax.legend(fontsize=7, title="schedule / objective, σ", title_fontsize=7)
-    fig.suptitle("Score error against data density (uniform grid over the data box; bands: ± sd over seeds)", y=1.02)
+    fig.suptitle("Score error against data density at each cell's own σ levels (uniform grid over the data box; "
+                 "bands: 95% t-interval over seeds)", y=1.02)  # fmt: skip
     fig.tight_layout()
     save_figure(fig, out_dir, name)
 
 
-def figures(inputs) -> None:
-    score_fields_figure(inputs.fields, inputs.figures_dir)
-    score_error_vs_log_density(inputs.table, inputs.figures_dir)
+def figures(inputs) -> list[str]:
+    return draw_each({
+        "score_fields": lambda: score_fields_figure(inputs.fields, inputs.figures_dir),
+        "score_error_vs_log_density": lambda: score_error_vs_log_density(inputs.table, inputs.figures_dir),
+    }, inputs.wanted)  # fmt: skip
 
 
 # ---------------------------------------------------------------------- summary section
 
 
 def score_field_numbers(df) -> list[dict]:
-    """Relative score error on the grid per cell and shown σ: lowest- and highest-density bin, and the
-    whole grid (each SeedStats over seeds), in the order of the figures."""
+    """Normalised score error on the grid per cell and shown own σ: lowest- and highest-density bin
+    (SeedStats over seeds, and the per-seed (values, seeds) for comparisons), and the whole grid's
+    relative error, in the order of the figures."""
     d = shown_grid_rows(df)
-    d = d[d["metric"] == "score_error_rel"]
-    whole = score_error_rows(df, regions=("grid",))
+    d = d[d["metric"] == NORM]
+    whole = own_sigma_rows(score_error_rows(df, regions=("grid",)))
     out = []
     for (ds, sch, obj, sigma), rows in d.groupby(["dataset", "schedule", "objective", "sigma"]):
         top = int(rows["bin"].max())
         cell = (df["dataset"] == ds) & (df["schedule"] == sch) & (df["objective"] == obj)
-        levels = sorted(df.loc[cell & (df["region"] == "grid"), "sigma"].unique(), reverse=True)
+        levels = sorted(own_sigma_rows(df[cell & (df["region"] == "grid")])["sigma"].unique(), reverse=True)
         kind = rows["schedule_kind"].iloc[0] if "schedule_kind" in rows else ""
         w = whole[(whole["dataset"] == ds) & (whole["schedule"] == sch) & (whole["objective"] == obj)
                   & (whole["sigma"] == sigma)]  # fmt: skip
+        low, high = rows[rows["bin"] == 0], rows[rows["bin"] == top]
         out.append({
             "dataset": ds, "schedule": sch, "objective": obj, "schedule_kind": kind, "sigma": float(sigma),
             "level": levels.index(sigma) + 1 if sigma in levels else 0, "levels": len(levels), "n_bins": top + 1,
-            "low": describe(rows.loc[rows["bin"] == 0, "value"]), "high": describe(rows.loc[rows["bin"] == top, "value"]),
-            "grid": describe(w["value"]),
+            "low": describe(low["value"]), "high": describe(high["value"]), "grid": describe(w["value"]),
+            "low_seeds": seed_values(low), "high_seeds": seed_values(high),
         })  # fmt: skip
     out.sort(key=lambda r: (r["dataset"], r["schedule_kind"] != "none", r["levels"], r["schedule"], r["objective"],
                             -r["sigma"]))  # fmt: skip
@@ -290,46 +305,56 @@ def score_field_numbers(df) -> list[dict]:
 
 
 def _text(s) -> str:
-    return mean_sd_text(s.mean, s.sd, s.n)
+    return mean_ci_n_text(s)
 
 
-def _findings(nums) -> list[str]:
-    """Per dataset: the noiseless cell's low- vs high-density error, each noisy cell's low-density error
-    against it; then whether noise fills the low-density regions at all."""
-    findings = []
+def common_low_density(df):
+    """(σ, {(dataset, schedule, objective): (values, seeds)}): each cell's normalised error in its
+    lowest-density grid bin at ONE σ of the common set shared by every cell (NaN, {} without one)."""
+    rows = score_error_rows(df, NORM, regions=("grid_bin",))
+    sigma, at = at_common_sigma(rows)
+    at = at[at["bin"] == 0]
+    return sigma, {k: seed_values(g) for k, g in at.groupby(["dataset", "schedule", "objective"])}
+
+
+def _findings(nums, df) -> tuple[list[str], list]:
+    """Per dataset: the noiseless cell's low- vs high-density error at its own σ, and each noisy cell's
+    low-density error against the noiseless one's at one common σ; returns (descriptions, Holm family)."""
+    findings, family = [], []
+    sigma, common = common_low_density(df)
     for ds in sorted({r["dataset"] for r in nums}):
         mine = [r for r in nums if r["dataset"] == ds]
         naive = [r for r in mine if r["schedule_kind"] == "none"]
         noisy = [r for r in mine if r["schedule_kind"] != "none"]
         for r in naive:
             low, high = r["low"].mean, r["high"].mean
-            verdict = ("larger: the estimate is poor where data is scarce" if low > high
-                       else "not larger: this run does not show the low-density failure")  # fmt: skip
             findings.append(
-                f"- {ds}, no noise (`{r['schedule']}` / `{r['objective']}`): relative error {_text(r['low'])} in the "
-                f"lowest-density bin vs {_text(r['high'])} in the highest ({low / high:.3g}×), {verdict}."
+                f"- {ds}, no noise (`{r['schedule']}` / `{r['objective']}`, σ = {r['sigma']:.3g}): normalised error "
+                f"{_text(r['low'])} in the lowest-density bin vs {_text(r['high'])} in the highest ({low / high:.3g}×)."
             )
-        naive_low = describe([r["low"].mean for r in naive]).mean if naive else math.nan
+            (va, sa), (vb, sb) = r["high_seeds"], r["low_seeds"]
+            family.append(("the highest-density bin", "the lowest-density bin",
+                           f"{ds}, no noise (`{r['schedule']}`), score error at σ = {r['sigma']:.3g}",
+                           compare(va, vb, sa, sb), True))  # fmt: skip
+        base = [(r["schedule"], r["objective"]) for r in naive]
         for key in dict.fromkeys((r["schedule"], r["objective"]) for r in noisy):  # the figure's order
             cell = [r for r in noisy if (r["schedule"], r["objective"]) == key]
             big, small = max(cell, key=lambda r: r["sigma"]), min(cell, key=lambda r: r["sigma"])
-            line = f"- {ds}, `{key[0]}` / `{key[1]}` at σ = {big['sigma']:.3g}: lowest-density error {_text(big['low'])}"
-            if not math.isnan(naive_low):
-                line += f", {'below' if big['low'].mean < naive_low else 'not below'} the noiseless {naive_low:.3g}"
+            line = f"- {ds}, `{key[0]}` / `{key[1]}` at its own σ = {big['sigma']:.3g}: lowest-density error {_text(big['low'])}"
             if small is not big:
-                line += (f"; at its smallest σ = {small['sigma']:.3g} it is {_text(small['low'])} (that level is used "
-                         f"only once the samples are near the data)")  # fmt: skip
+                line += f"; at its smallest σ = {small['sigma']:.3g}: {_text(small['low'])}"
             findings.append(line + ".")
-    filled = [r for r in nums if r["schedule_kind"] != "none"]
-    if filled and any(r["schedule_kind"] == "none" for r in nums):
-        best = min(filled, key=lambda r: r["low"].mean)
-        naive_low = min(r["low"].mean for r in nums if r["schedule_kind"] == "none")
-        findings.append(
-            f"- Noise fills the low-density regions: {'yes' if best['low'].mean < naive_low else 'not in this run'} — "
-            f"the lowest-density error falls from {naive_low:.3g} without noise to {best['low'].mean:.3g} "
-            f"(`{best['schedule']}` at σ = {best['sigma']:.3g})."
-        )
-    return findings
+            for b in base:
+                if (ds, *key) in common and (ds, *b) in common:
+                    (va, sa), (vb, sb) = common[(ds, *key)], common[(ds, *b)]
+                    family.append((f"`{key[0]}`", f"no noise (`{b[0]}`)",
+                                   f"{ds}, lowest-density score error at {sigma_text(sigma)} (common)",
+                                   compare(va, vb, sa, sb), True))  # fmt: skip
+    if any(r["schedule_kind"] == "none" for r in nums) and any(r["schedule_kind"] != "none" for r in nums) \
+            and not common:  # fmt: skip
+        findings.append("- The table has no common-σ grid rows: noisy and noiseless cells are not compared (their "
+                        "own σ differ).")  # fmt: skip
+    return findings, family
 
 
 def section(inputs) -> str:
@@ -338,8 +363,10 @@ def section(inputs) -> str:
     text.append(
         "`figures/score_fields.png` draws, for each model, the exact score ∇ₓ log p_σ and the model's "
         "s_θ(x, σ) as arrows over the density p_σ, and below them the squared error relative to the grid "
-        "mean of ‖∇ₓ log p_σ‖²; `figures/score_error_vs_log_density.png` gives the same error per bin of the "
-        "data log-density log p₀ on a uniform grid over the data's box (Song & Ermon 2019, Fig. 2 and Sec. 3.2.1).\n"
+        "mean of ‖∇ₓ log p_σ‖²; `figures/score_error_vs_log_density.png` gives the error per bin of the "
+        "data log-density log p₀ on a uniform grid over the data's box (Song & Ermon 2019, Fig. 2 and Sec. 3.2.1). "
+        "Per-bin errors are normalised by the mean ‖∇log p_σ‖² over the whole grid at the same σ; a cell's own σ "
+        "levels are compared within the cell, and different schedules only at one σ of the common set.\n"
     )
     if not nums:
         return "\n".join(text + ["The study table has no grid score-error rows (no 2-D toy cells).\n"])
@@ -349,10 +376,13 @@ def section(inputs) -> str:
         where = "no noise" if r["schedule_kind"] == "none" else f"{r['level']}/{r['levels']}"
         rows.append([r["dataset"], r["schedule"], r["objective"], f"{r['sigma']:.3g}", where, _text(r["low"]),
                      _text(r["high"]), f"{ratio:.3g}", _text(r["grid"])])  # fmt: skip
-    text.append(f"Relative score error E‖s_θ − ∇log p_σ‖² / E‖∇log p_σ‖² on the grid; bins are {nums[0]['n_bins']} "
-                f"equal-count quantiles of log p₀ (bin 0 = lowest density):\n")  # fmt: skip
-    text.append(markdown_table(["dataset", "schedule", "objective", "σ", "level", "lowest-density bin",
+    text.append(f"Score error in a bin / mean ‖∇log p_σ‖² over the whole grid at the cell's own σ (mean [95 % "
+                f"t-interval] (n) over seeds); bins are {nums[0]['n_bins']} equal-count quantiles of log p₀ (bin 0 = "
+                "lowest density); whole grid: relative error E‖s_θ − ∇log p_σ‖² / E‖∇log p_σ‖²:\n")  # fmt: skip
+    text.append(markdown_table(["dataset", "schedule", "objective", "own σ", "level", "lowest-density bin",
                                 "highest-density bin", "low / high", "whole grid"], rows))  # fmt: skip
-    text.append("Findings:\n")
-    text.append("\n".join(_findings(nums)) + "\n")
+    findings, family = _findings(nums, inputs.table)
+    text.append("Findings (descriptions; the verdicts are the Claims):\n")
+    text.append("\n".join(findings) + "\n")
+    text.append(claims_markdown(claims(family)))
     return "\n".join(text)
