@@ -322,10 +322,41 @@ def test_gif_has_one_frame_per_snapshot(tmp_path):
     n = annealed_animation(files, out, samplers=["annealed"], sigmas={("mix", "geom"): [8.0, 4.0, 2.0, 1.0]},
                            mixtures=MIXTURES, fps=5)  # fmt: skip
     with Image.open(out) as im:
-        assert im.n_frames == n == 11  # the longest sequence; the shorter panel holds its last snapshot
+        assert im.n_frames == n == 12  # the longest sequence (the shorter panel holds its last snapshot) + final
         assert im.info["duration"] == 200
     with pytest.raises(ScorebenchError, match="snapshots"):
         annealed_animation(files, tmp_path / "b.gif", samplers=["langevin"], sigmas={})
+
+
+def test_gif_frames_draw_p_sigma_of_their_level_and_end_after_denoising(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from scorebench.report import animation
+    from scorebench.report.plotting import mixture_log_density
+
+    one = {"means": [[1.0, -2.0]], "stds": [0.5], "weights": [1.0]}  # p_σ = N(μ, (0.25 + σ²) I)
+    at_mean = mixture_log_density(one, [1.0], [-2.0], sigma=2.0)[0, 0]
+    assert at_mean == pytest.approx(-math.log(2 * math.pi * (0.25 + 4.0)))
+    drawn_sigmas, titles, points = [], [], []
+    monkeypatch.setattr(animation, "mixture_log_density",
+                        lambda mix, xs, ys, sigma=0.0: drawn_sigmas.append(sigma) or mixture_log_density(mix, xs, ys, sigma))
+    original_title, original_scatter = matplotlib.axes.Axes.set_title, matplotlib.axes.Axes.scatter
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", lambda ax, t, **kw: titles.append(t) or original_title(ax, t, **kw))
+    monkeypatch.setattr(matplotlib.axes.Axes, "scatter",
+                        lambda ax, x, y, **kw: points.append(np.asarray(x)) or original_scatter(ax, x, y, **kw))
+    rng = np.random.default_rng(0)
+    path = fake_samples(tmp_path, "dsm", 8, rng)  # snapshot levels 0, 0, 0, 1, 1, 1, 2, 2
+    sig = [8.0, 4.0, 2.0, 1.0]
+    n = annealed_animation([path], tmp_path / "a.gif", samplers=["annealed"], sigmas={("mix", "geom"): sig},
+                           mixtures=MIXTURES, denoising=["annealed"])  # fmt: skip
+    assert n == 9
+    assert sorted(set(drawn_sigmas)) == [0.0, 2.0, 4.0, 8.0]  # each frame's own level; p_0 behind the final samples
+    assert "level 1/4, σ = 8" in titles[0] and "after denoising" in titles[-1]
+    with np.load(path) as z:
+        assert np.array_equal(points[-1], z["samples"][:, 0])  # the final frame shows the final samples
+    titles.clear()
+    annealed_animation([path], tmp_path / "b.gif", samplers=["annealed"], sigmas={("mix", "geom"): sig}, mixtures=MIXTURES)
+    assert "final samples" in titles[-1] and "after denoising" not in titles[-1]
 
 
 @pytest.mark.slow

@@ -53,6 +53,7 @@ def study_figures_job(spec: dict, table, out_dir, *, fields=(), samples=(), summ
         table=read_table(table, "study table"), study=spec["study"], settings=spec["figures"], figures_dir=out_dir,
         samples=tuple(samples), fields=tuple(fields), mixtures=mixtures, sigmas=sigmas,
         annealed_samplers=tuple(n for n, smp in spec["samplers"].items() if smp["kind"] == "annealed_langevin"),
+        denoising_samplers=tuple(n for n, smp in spec["samplers"].items() if smp.get("denoise")),
         wanted=tuple(spec["paper_figures"]) if "paper_figures" in spec else None,
     )  # fmt: skip
     return write_paper_report(inputs, summary)

@@ -21,6 +21,7 @@ class ReportInputs:
         mixtures: {dataset: {"means", "stds", "weights"}} of the Gaussian-mixture datasets.
         sigmas: {(dataset, schedule): [σ_1, ..., σ_L]} of the toy datasets.
         annealed_samplers: names of the samplers of kind annealed_langevin.
+        denoising_samplers: names of the samplers that end with a denoising step (`denoise: true`).
         wanted: the figure names the workflow declared (scorebench.report.paper_figures); None: every
             figure the table can fill (a declared one with nothing to draw raises NothingToDraw).
     """
@@ -34,6 +35,7 @@ class ReportInputs:
     mixtures: dict = field(default_factory=dict)
     sigmas: dict = field(default_factory=dict)
     annealed_samplers: tuple = ()
+    denoising_samplers: tuple = ()
     wanted: tuple | None = None
 
     def __post_init__(self):

@@ -86,14 +86,15 @@ def spans_decades(values, ratio: float = 30.0) -> bool:
     return bool(np.isfinite(vals).any() and np.nanmin(vals) > 0 and np.nanmax(vals) / np.nanmin(vals) > ratio)
 
 
-def mixture_log_density(mixture: dict, xs, ys):
-    """log p_0 of an isotropic Gaussian mixture (means, stds, weights) on the grid xs × ys, (len(ys), len(xs))."""
+def mixture_log_density(mixture: dict, xs, ys, sigma: float = 0.0):
+    """log p_σ of an isotropic Gaussian mixture (means, stds, weights) on the grid xs × ys, (len(ys), len(xs)):
+    the exact density convolved with N(0, σ² I), i.e. each component's variance plus σ² (σ = 0: the data p_0)."""
     import numpy as np
 
     gx, gy = np.meshgrid(xs, ys)
     pts = np.stack([gx, gy], -1)[..., None, :]  # (Y, X, 1, 2)
     means = np.asarray(mixture["means"], dtype=np.float64)
-    var = np.asarray(mixture["stds"], dtype=np.float64) ** 2
+    var = np.asarray(mixture["stds"], dtype=np.float64) ** 2 + float(sigma) ** 2
     w = np.asarray(mixture["weights"], dtype=np.float64)
     logc = np.log(w) - np.log(2 * np.pi * var) - ((pts - means) ** 2).sum(-1) / (2 * var)
     top = logc.max(-1, keepdims=True)
