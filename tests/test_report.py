@@ -18,7 +18,7 @@ from scorebench.report.queries import at_common_sigma, at_sigma_min, first_metri
 from scorebench.report.stats import describe, over_seeds
 from scorebench.report.summary_tables import summary_table, summary_tables, write_summary_tables
 from scorebench.study import Study, validate_config
-from scorebench.report.tables import markdown_table, mean_sd_text, to_latex
+from scorebench.report.tables import markdown_table, mean_ci_n_text, to_latex
 from scorebench.schema import load_schema
 from test_layers import import_graph
 from test_studies import markdown_rows
@@ -139,11 +139,10 @@ def test_over_seeds_is_mean_sd_and_t_interval_skipping_missing_values():
 # ---------------------------------------------------------------------- tables
 
 
-def test_mean_sd_text():
-    assert mean_sd_text(0.123456, 0.01234, 3) == "0.123 ± 0.012"
-    assert mean_sd_text(0.123456, 0.01234, 1) == "0.123"
-    assert mean_sd_text(1234.5678, 12.0, 2, digits=4) == "1235 ± 12"
-    assert mean_sd_text(math.nan) == "n/a"
+def test_mean_ci_n_text():
+    assert mean_ci_n_text({"mean": 0.123456, "n": 3, "lo": 0.1, "hi": 0.15}) == "0.123 [0.1, 0.15] (n = 3)"
+    assert mean_ci_n_text(describe([2.0])) == "2 (n = 1)"
+    assert mean_ci_n_text(describe([])) == "n/a"
 
 
 def test_markdown_keeps_cells_as_written():

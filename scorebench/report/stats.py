@@ -55,17 +55,6 @@ def describe(values) -> SeedStats:
     return SeedStats(float(r["mean"]), float(r["sd"]), int(r["n"]), float(r["lo"]), float(r["hi"]))
 
 
-def combined_sd(*sds: float) -> float:
-    """√Σ sd² of some cells' seed sds, a single-seed cell (sd NaN) counting 0: two means closer than
-    this are a difference the seeds cannot resolve."""
-    return math.hypot(*(0.0 if math.isnan(sd) else sd for sd in sds))
-
-
-def intervals_apart(a, b) -> bool:
-    """The 95 % intervals of two means (mappings with n, lo, hi) do not overlap (a conservative 'different')."""
-    return a["n"] > 1 and b["n"] > 1 and (a["hi"] < b["lo"] or b["hi"] < a["lo"])
-
-
 def loglog_slope(xs, ys) -> float:
     """Least-squares slope of log(y) against log(x), y ∝ x^slope (NaN with fewer than 2 distinct x)."""
     from scipy import stats

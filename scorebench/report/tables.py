@@ -1,4 +1,4 @@
-"""Tables of a report as text: number formats (mean ± sd, mean [95 % interval]) and Markdown and
+"""Tables of a report as text: number formats (mean [95 % interval], with n) and Markdown and
 LaTeX writers, pandas' own (`DataFrame.to_markdown` through tabulate, `Styler.to_latex`)."""
 
 from __future__ import annotations
@@ -7,14 +7,6 @@ import math
 
 # Unicode in table cells that LaTeX text mode lacks, as math.
 LATEX_SYMBOLS = {"±": r"$\pm$", "σ": r"$\sigma$", "²": r"$^2$", "₂": r"$_2$"}
-
-
-def mean_sd_text(mean: float, sd: float = math.nan, n: int = 1, digits: int = 3) -> str:
-    """`mean` to `digits` significant digits, with `± sd` (2 digits) when it comes from n > 1 seeds."""
-    if mean is None or math.isnan(mean):
-        return "n/a"
-    text = f"{mean:.{digits}g}"
-    return text + (f" ± {sd:.2g}" if n > 1 and not math.isnan(sd) else "")
 
 
 def mean_ci_text(r) -> str:

@@ -46,7 +46,9 @@ rule figures:
             category=SUMMARY_CATEGORY,
         ),
         tables=[
-            study_path(f"tables/{name}") for name in SUMMARY_TABLES if name != "summary.md"
+            study_path(f"tables/{name}")
+            for name in SUMMARY_TABLES
+            if name != "summary.md"
         ],
     log:
         study_path("logs/figures.log"),
