@@ -304,7 +304,9 @@ def section(inputs) -> str:
     sigma = float(rows.loc[rows["metric"] == "score_error_rel", "sigma"].iloc[0]) \
         if (rows["metric"] == "score_error_rel").any() else math.nan  # fmt: skip
     stats["sigma"] = sigma
-    figures_list = ", ".join(f"`figures/{n}.png`" for n in FIGURES)
+    drawn = [n for n in FIGURES if (rows["metric"] == FAMILIES[n][0]).any()
+             and (inputs.wanted is None or n in inputs.wanted)]  # fmt: skip
+    figures_list = ", ".join(f"`figures/{n}.png`" for n in drawn) or "The figures"
     text = ["## Loss weighting λ(σ) × number of noise levels L\n"]
     text.append(
         f"{figures_list} plot each metric family against the number of σ levels L (log axis), one line per loss "

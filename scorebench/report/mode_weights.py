@@ -31,6 +31,11 @@ def check(study) -> str | None:
     return None
 
 
+
+def produces(study) -> tuple[str, ...]:
+    """Every figure needs samples: none for a study without samplers."""
+    return FIGURES if study.samplers else ()
+
 def _view(mixture: dict, margin: float = 3.5):
     import numpy as np
 

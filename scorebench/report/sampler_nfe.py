@@ -37,6 +37,11 @@ def check(study) -> str | None:
     return None
 
 
+
+def produces(study) -> tuple[str, ...]:
+    """Every figure needs samples: none for a study without samplers."""
+    return FIGURES if study.samplers else ()
+
 def sampler_family(row) -> str:
     """The line a sampler preset belongs to: its kind and the setting that is not its cost (annealed
     Langevin's step ratio or step size, the PC corrector's snr), so that T or corrector steps vary

@@ -258,7 +258,7 @@ def paper_sample_files(wildcards=None):
 
 def get_final_output():
     paper = []
-    if PAPER_FIGURES:
+    if STUDY.paper_studies:  # summary.md even when no paper figure can be filled
         paper = [
             study_path("summary.md"),
             *[study_path(f"figures/{f.shown}") for f in PAPER_FIGURES],
