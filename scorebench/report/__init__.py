@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from scorebench.report import animation, levels, mode_weights, objectives, sampler_nfe, score_fields
+from scorebench.report.requirements import common_sigmas
 
 INPUTS = ("table", "samples", "fields")  # what a paper study may read: the study table, samples, score fields
 
@@ -127,11 +128,6 @@ def paper_figures(study) -> list[Figure]:
 # Each reads the config through the Study (study.config, study.cells, study.samplers), no table.
 
 UNTRAINED = ("oracle", "imported")  # objective kinds without a training log (study.UNTRAINED)
-
-
-def common_sigmas(study) -> list[float]:
-    """The study-wide σ list every cell's score error is also evaluated at (evaluation.score_error.common_sigmas)."""
-    return [float(s) for s in study.config["evaluation"]["score_error"].get("common_sigmas") or []]
 
 
 def has_positive_sigma(study) -> bool:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from scorebench.report.plotting import NothingToDraw, draw_each, pyplot, save_figure, spans_decades
 from scorebench.report.queries import CELL_KEYS, at_common_sigma, score_error_rows, sigma_text
+from scorebench.report.requirements import common_sigmas
 from scorebench.report.stats import claims, claims_markdown, compare, over_seeds, seed_values, t_interval
 from scorebench.report.tables import markdown_table, mean_ci_text
 from scorebench.results import schedule_n_levels
@@ -57,8 +58,6 @@ def check(study) -> str | None:
 def produces(study) -> tuple[str, ...]:
     """The families this config can fill: MMD² and sliced W2 with a toy and a sampler, FID with an
     image dataset and a sampler, the score error with a common σ list."""
-    from scorebench.report import common_sigmas
-
     out = []
     toys = any(study.is_toy(c.dataset) for c in study.cells)
     images = any(not study.is_toy(c.dataset) for c in study.cells)

@@ -13,3 +13,9 @@ def missing_planar_toy(study) -> str | None:
     if any(study.is_2d_toy(d) for d in study.config["datasets"]):
         return None
     return f"needs a 2-D toy dataset ({PLANAR_TOYS})"
+
+
+def common_sigmas(study) -> list[float]:
+    """The study-wide σ list every cell's score error is also evaluated at (evaluation.score_error.common_sigmas):
+    what a comparison across schedules reads."""
+    return [float(s) for s in study.config["evaluation"]["score_error"].get("common_sigmas") or []]
