@@ -266,3 +266,16 @@ def test_costs_of_different_networks_are_separate_curves():
     assert "Cost, `dsm` (unet/base)" not in text  # one D for the U-Net: no slope
     assert table_row(text, dataset="img", D="784", model="unet/base", objective="dsm")
     assert "Exact score matching has no cells at D = 784" in text
+
+
+def test_objectives_on_different_schedules_compare_score_errors_at_one_common_sigma():
+    df = synthetic_table().assign(sigma_set="own")
+    common = df[(df["metric"] == "score_error_rel") & (df["sigma"] == 0.25)].assign(sigma=0.1, sigma_set="common",
+                                                                                    value=7.0)  # fmt: skip
+    df = pd.concat([df, common], ignore_index=True)
+    same = objective_numbers(df)
+    assert (same.loc[same["quantity"] == "score_error", "mean"] != 7.0).all()  # one schedule: own σ levels
+    df.loc[df["objective"] == "dsm", "schedule"] = "other"  # dsm on another schedule: own σ no longer comparable
+    mixed = objective_numbers(df)
+    se = mixed[mixed["quantity"].isin(["score_error", "score_error_sigma_min"])]
+    assert len(se) and (se["mean"] == 7.0).all()

@@ -23,7 +23,7 @@ from pathlib import Path
 from scorebench.data.registry import dataset_dim
 from scorebench.report.plotting import NothingToDraw, pyplot, save_figure
 from scorebench.report.plotting import draw_each
-from scorebench.report.queries import at_sigma_min, own_sigma_rows, score_error_rows
+from scorebench.report.queries import at_common_sigma, at_sigma_min, own_sigma_rows, score_error_rows
 from scorebench.report.stats import claims, claims_markdown, compare, loglog_slope, over_seeds
 from scorebench.report.tables import markdown_table, mean_ci_text
 
@@ -91,6 +91,10 @@ def per_seed_values(df):
         d = d.assign(model="")
     parts = []
     se = own_sigma_rows(score_error_rows(d))
+    if len(se) and (d.groupby("dataset")["schedule"].nunique() > 1).any():
+        # the objectives of a dataset do not share one schedule: their own σ differ, so both score-error
+        # quantities read the one common σ instead (queries.at_common_sigma; none in an older table)
+        se = at_common_sigma(score_error_rows(d), per=keys)[1]
     if len(se):
         mean = se.groupby(keys)["value"].mean().rename("score_error").reset_index()
         at_min = at_sigma_min(se, per=keys).groupby(keys)["value"].mean().rename("score_error_sigma_min").reset_index()
