@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-KEY_COLUMNS = ["study", "dataset", "schedule", "objective", "seed", "sampler", "metric", "sigma", "region", "bin"]
+KEY_COLUMNS = ["study", "dataset", "schedule", "objective", "seed", "sampler", "metric", "sigma", "sigma_set", "region", "bin"]
 PACKAGES = ("scorebench", "torch", "torchvision", "torch-fidelity", "numpy", "snakemake")
 
 
