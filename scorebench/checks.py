@@ -17,12 +17,20 @@ does), so it refuses only what overflows, not every σ_max far above the data's 
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
-from scorebench.data.registry import IMAGE_DATASETS, LABELLED_DATASETS, dataset_dim, has_images, npz_image_shape
+from scorebench.budgets import (
+    nfe_per_chain, relaxation, resolve_step_size, schedule_sigma_min, schedule_sigmas, steps_per_level,
+)  # fmt: skip
+from scorebench.data.registry import (
+    IMAGE_DATASETS, LABELLED_DATASETS, data_variance, dataset_dim, has_images, npz_image_shape,
+)  # fmt: skip
 from scorebench.errors import ScorebenchError
 from scorebench.results import schedule_n_levels
+
+log = logging.getLogger("scorebench")
 
 FLOAT32_MAX = 3.4028234663852886e38
 MAX_DIM = 2**20  # the largest data dimension the σ bound allows for (a 3 × 512 × 512 image is 786,432)
@@ -86,14 +94,6 @@ def _check_schedule(where: str, sch: dict) -> None:
             )
 
 
-def nfe_per_chain(kind: str, levels: int, n_steps: int, denoise: bool) -> int:
-    """Score-network evaluations of one chain of a sampler (scorebench.sampling's counts): langevin
-    runs T steps at σ_L; annealed Langevin T per level; pc one predictor step per level after the
-    first plus T corrector steps per level; denoising adds one."""
-    steps = {"langevin": n_steps, "annealed_langevin": levels * n_steps, "pc": levels * n_steps + levels - 1}[kind]
-    return steps + int(denoise)
-
-
 def check_study(study) -> None:
     """Checks over the datasets and schedules that have cells: feature-network labels, data files, budgets."""
     config = study.config
@@ -113,6 +113,7 @@ def check_study(study) -> None:
         if obj["kind"] == "imported" and not Path(obj["checkpoint"]).is_file():
             refuse(f"objectives/{name}/checkpoint", f"{obj['checkpoint']}: file not found")
     _check_budgets(study, datasets)
+    check_relaxation(study)
 
 
 def _check_files(where: str, ds: dict) -> None:
@@ -138,25 +139,31 @@ def _check_files(where: str, ds: dict) -> None:
 
 
 def _check_budgets(study, datasets) -> None:
-    """Sampling budgets within `limits`: evaluations per chain, memory of one sample job's arrays."""
+    """Sampling budgets within `limits`: steps per level that a `nfe_budget` leaves, evaluations per
+    chain, memory of one sample job's arrays."""
     from scorebench.jobs.sample import SNAPSHOT_CHAINS  # a fact of the sample job: chains kept per snapshot
 
     config = study.config
     limits, sampling = config["limits"], config["sampling"]
-    schedules = sorted({c.schedule for c in study.cells})
-    for s_name in study.samplers:
-        smp = sampling["samplers"][s_name]
-        for sch_name in schedules:
-            levels = schedule_n_levels(config["schedules"][sch_name])
-            if levels is None:  # ncsnv2 derives L from the data
-                continue
-            nfe = nfe_per_chain(smp["kind"], levels, smp["n_steps"], smp["denoise"])
-            if nfe > limits["max_nfe"]:
-                refuse(
-                    f"sampling/samplers/{s_name}",
-                    f"with schedule {sch_name} (L = {levels}, T = {smp['n_steps']}) one chain takes {nfe:,} network "
-                    f"evaluations, above limits/max_nfe = {limits['max_nfe']:,}",
-                )
+    for d_name, sch_name, s_name, smp in _sampler_cases(study):
+        levels = schedule_n_levels(config["schedules"][sch_name])
+        if levels is None:  # ncsnv2 derives L from the data (the sample job refuses a budget too small for it)
+            continue
+        T = steps_per_level(smp["kind"], levels, smp["n_steps"], smp["nfe_budget"], smp["denoise"])
+        if T < 1 and smp["nfe_budget"] is not None:
+            refuse(
+                f"{_sampler_where(config, d_name, s_name)}/nfe_budget",
+                f"{smp['nfe_budget']:,} evaluations per chain leave T = {T} steps per level with schedule {sch_name} "
+                f"(L = {levels}{', denoise' if smp['denoise'] else ''}); raise nfe_budget to at least "
+                f"{nfe_per_chain(smp['kind'], levels, 1, smp['denoise']):,} or set it to null and use n_steps",
+            )
+        nfe = nfe_per_chain(smp["kind"], levels, T, smp["denoise"])
+        if nfe > limits["max_nfe"]:
+            refuse(
+                _sampler_where(config, d_name, s_name),
+                f"with schedule {sch_name} (L = {levels}, T = {T}) one chain takes {nfe:,} network "
+                f"evaluations, above limits/max_nfe = {limits['max_nfe']:,}",
+            )
     n = sampling["n_samples"]
     for name in datasets:
         ds = config["datasets"][name]
@@ -170,3 +177,60 @@ def _check_budgets(study, datasets) -> None:
                 f"{n:,} samples (and {sampling['snapshots']} snapshots) of dataset {name} (D = {dim:,}) take "
                 f"{gb:.1f} GB in float32, above limits/max_samples_gb = {limits['max_samples_gb']}",
             )
+
+
+def _sampler_cases(study):
+    """(dataset, schedule, sampler name, sampler settings) for every dataset × schedule with cells and
+    every sampler, the settings with the dataset's overrides (`datasets/D/sampling/samplers`)."""
+    pairs = sorted({(c.dataset, c.schedule) for c in study.cells})
+    for d_name, sch_name in pairs:
+        for s_name in study.samplers:
+            yield d_name, sch_name, s_name, study.sampler_settings(d_name, s_name)
+
+
+def _sampler_where(config: dict, dataset: str, sampler: str) -> str:
+    """The key path of a sampler preset as a dataset's cells see it: its override if it has one."""
+    if sampler in config["datasets"][dataset]["sampling"]["samplers"]:
+        return f"datasets/{dataset}/sampling/samplers/{sampler} (over sampling/samplers/{sampler})"
+    return f"sampling/samplers/{sampler}"
+
+
+FROZEN_RELAXATION = 0.05  # R below this: refused (the chain cannot move over the data's scale)
+SLOW_RELAXATION = 1.0  # R below this: a warning (the chain relaxes by less than one e-fold)
+
+
+def check_relaxation(study) -> None:
+    """Refuse a sampler that cannot move over the data's scale; warn about one that barely does.
+
+    For each dataset × schedule with cells and each sampler (with the dataset's overrides), R =
+    Σ_i T·α_i/(σ_i² + s²) (scorebench/budgets.py `relaxation`): the e-folds by which the chains' mean
+    displacement relaxes over the data's per-coordinate variance s². R < FROZEN_RELAXATION (0.05) is
+    refused, R < SLOW_RELAXATION (1) logged as a warning. Skipped where a fact needs the data: s² of
+    image datasets (registry `data_variance` None), σ lists of kind ncsnv2 and of `sigma_max: auto`
+    (plain langevin there still needs only σ_L, which the preset fixes).
+    """
+    config = study.config
+    for d_name, sch_name, s_name, smp in _sampler_cases(study):
+        ds, sch = config["datasets"][d_name], config["schedules"][sch_name]
+        variance = data_variance(ds["kind"], ds["options"])
+        sigmas = schedule_sigmas(sch)
+        if sigmas is None and smp["kind"] == "langevin" and schedule_sigma_min(sch) is not None:
+            sigmas = [schedule_sigma_min(sch)]  # plain Langevin runs at σ_L only
+        if variance is None or sigmas is None:
+            continue
+        T = steps_per_level(smp["kind"], len(sigmas), smp["n_steps"], smp["nfe_budget"], smp["denoise"])
+        eps, rule = resolve_step_size(smp, sigmas, T)
+        r = relaxation(smp, sigmas, T, eps, variance)
+        what = (
+            f"with schedule {sch_name} on dataset {d_name} the chains relax by R = {r:.3g} e-folds over the "
+            f"data's scale (T = {T} steps per level, ε = {eps:.3g} by rule {rule}, data variance {variance:.3g})"
+        )
+        if r < FROZEN_RELAXATION:
+            refuse(
+                _sampler_where(config, d_name, s_name),
+                f"{what}, below {FROZEN_RELAXATION}: the chain cannot move over the data's scale; raise "
+                f"{'step_size/noiseless_step_size' if rule == 'noiseless' else 'step_size/step_ratio'} or n_steps/nfe_budget",
+            )
+        if r < SLOW_RELAXATION:
+            log.warning("config %s: %s, below %s: the samples may still remember where the chains started",
+                        _sampler_where(config, d_name, s_name), what, SLOW_RELAXATION)  # fmt: skip

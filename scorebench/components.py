@@ -35,7 +35,11 @@ class Components:
     @cached_property
     def schedule(self):
         """σ levels and λ; NCSNv2's rules (kind ncsnv2, σ₁ auto) read the training data, and the
-        ncsnv2 step size follows the sampler's steps per level."""
+        ncsnv2 kind's step size follows the sampler's steps per level (derived from its nfe_budget
+        once L is known) in its step convention."""
+        import dataclasses
+
+        from scorebench.ncsnv2_rules import ncsnv2_step_size
         from scorebench.noise import make_schedule
 
         sch = {k: v for k, v in self.spec["schedule"].items() if k != "name"}
@@ -45,7 +49,33 @@ class Components:
             if "sampler" in self.spec:  # a train spec has none: its schedule's step size is never used
                 sch["steps_per_level"] = self.spec["sampler"]["n_steps"] or 1
                 sch["step_convention"] = self.spec["sampler"]["step_convention"]  # the ncsnv2 rule's ε is for this form
-        return make_schedule(kind, **sch)
+        schedule = make_schedule(kind, **sch)
+        if kind == "ncsnv2" and "sampler" in self.spec:  # T from the budget needs L, which the data gave
+            steps = max(1, self._steps_for(schedule.levels))
+            if steps != sch["steps_per_level"]:
+                eps = ncsnv2_step_size(float(schedule.sigmas[-1]), schedule.info["gamma"], steps, sch["step_convention"])
+                schedule = dataclasses.replace(schedule, step_size=eps)
+        return schedule
+
+    def _steps_for(self, levels: int) -> int:
+        from scorebench.budgets import steps_per_level
+
+        smp = self.spec["sampler"]
+        return steps_per_level(smp["kind"], levels, smp["n_steps"], smp["nfe_budget"], smp["denoise"])
+
+    @cached_property
+    def steps_per_level(self) -> int:
+        """T of the spec's sampler on this schedule: n_steps, or derived from nfe_budget (budgets.py)."""
+        from scorebench.errors import ScorebenchError
+
+        smp = self.spec["sampler"]
+        steps = self._steps_for(self.schedule.levels)
+        if steps < 1 and smp["nfe_budget"] is not None:
+            raise ScorebenchError(
+                f"sampler {smp['name']} nfe_budget: {smp['nfe_budget']} evaluations per chain leave T = {steps} "
+                f"steps per level on schedule {self.spec['schedule']['name']} (L = {self.schedule.levels})"
+            )
+        return steps
 
     @property
     def is_oracle(self) -> bool:
@@ -105,15 +135,17 @@ class Components:
 
         return load_score_model(model_path, self.dataset.distribution, weights=weights, device=self.device)
 
+    @cached_property
+    def step(self) -> tuple[float, str]:
+        """(ε, rule) of the spec's sampler (budgets.resolve_step_size): explicit, noiseless, the
+        schedule's own ncsnv2 rule, the sampler's step_rule (ncsnv2), or step_ratio·σ_L²."""
+        from scorebench.budgets import resolve_step_size
+
+        schedule = self.schedule
+        sigmas = [float(s) for s in schedule.sigmas]
+        return resolve_step_size(self.spec["sampler"], sigmas, self.steps_per_level, schedule.step_size)
+
     @property
     def step_size(self) -> float:
-        """ε of the spec's sampler: explicit, else the schedule's own rule (ncsnv2), else step_ratio·σ_L²."""
-        sampler, schedule = self.spec["sampler"], self.schedule
-        if sampler["step_size"] is not None:
-            return float(sampler["step_size"])
-        if schedule.step_size is not None:
-            return float(schedule.step_size)
-        sigma_min = float(schedule.sigmas[-1])
-        if sigma_min == 0:
-            return float(sampler["noiseless_step_size"])
-        return float(sampler["step_ratio"]) * sigma_min**2
+        """ε of the spec's sampler (see `step`)."""
+        return self.step[0]

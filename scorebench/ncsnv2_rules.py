@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import math
 
-import torch
-
 from scorebench.errors import ScorebenchError
 
 STEP_CONVENTIONS = ("code", "algorithm1")
@@ -104,6 +102,8 @@ def ncsnv2_step_size(sigma_min: float, gamma: float, steps_per_level: int, conve
 
 
 def _flat(data: torch.Tensor) -> torch.Tensor:
+    import torch
+
     return data.reshape(data.shape[0], -1).to(torch.float64)
 
 
@@ -111,6 +111,8 @@ def pairwise_distance_bounds(data: torch.Tensor) -> tuple[float, float]:
     """A bracket lower ≤ max_{i,j} ‖x_i − x_j‖ ≤ upper in O(N): lower from two farthest-point sweeps
     (start at the point farthest from the mean, go to the point farthest from it, and once more);
     upper = the two largest distances to the mean added (triangle inequality)."""
+    import torch  # here, so the config check (budgets.py) imports no torch
+
     x = _flat(data)
     if x.shape[0] < 2:
         return 0.0, 0.0
@@ -133,6 +135,8 @@ def max_pairwise_distance(data: torch.Tensor, chunk: int = 2048) -> float:
     candidates are compared, all pairs of them, in chunks of `chunk` rows (memory chunk² floats),
     by ‖a‖² + ‖b‖² − 2a·b in float64 (the largest distance is then recomputed directly).
     """
+    import torch  # here, so the config check (budgets.py) imports no torch
+
     x = _flat(data)
     if x.shape[0] < 2:
         return 0.0

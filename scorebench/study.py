@@ -58,6 +58,15 @@ def _merge(base: dict, override: dict | None) -> dict:
     return out
 
 
+def _deep_merge(base: dict, override: dict) -> dict:
+    """`base` with `override`'s keys merged in, recursively for nested mappings (copies, both unchanged)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _deep_merge(out[key], value) if nested else copy.deepcopy(value)
+    return out
+
+
 class Study:
     """A validated config seen as a grid of cells with per-job specs."""
 
@@ -66,6 +75,7 @@ class Study:
         self.name = config["study"]
         self.results_dir = config["results_dir"]
         check_config(config)
+        self._check_sampler_overrides()
         self.cells = self._grid()
         if not self.cells:
             raise ScorebenchError("config exclude: every cell of the grid is excluded; nothing to run")
@@ -169,6 +179,11 @@ class Study:
     def samplers(self) -> list[str]:
         return sorted(self.config["sampling"]["samplers"])
 
+    def sampler_settings(self, dataset: str, sampler: str) -> dict:
+        """The study's sampler preset, with the dataset's own `sampling/samplers/NAME` overrides merged in."""
+        override = self.config["datasets"][dataset]["sampling"]["samplers"].get(sampler, {})  # a dataset may override none
+        return _deep_merge(self.config["sampling"]["samplers"][sampler], override)
+
     # ------------------------------------------------------------------ job specs
 
     def dataset_spec(self, dataset: str) -> dict:
@@ -195,7 +210,7 @@ class Study:
         s = self.config["sampling"]
         return {
             **self.train_spec(cell),
-            "sampler": {"name": sampler, **s["samplers"][sampler]},
+            "sampler": {"name": sampler, **self.sampler_settings(cell.dataset, sampler)},
             "sampling": {k: s[k] for k in ("n_samples", "weights", "batch_size", "snapshots")},
         }
 
@@ -287,6 +302,16 @@ class Study:
             for c in self.eval_shard_cells(name, shard)
         }
         return {"study": self.name, "group": name, "shard": shard, "members": members}
+
+    def _check_sampler_overrides(self) -> None:
+        """A dataset's sampler overrides name sampler presets of the study."""
+        for dataset, ds in self.config["datasets"].items():
+            for name in ds["sampling"]["samplers"]:
+                if name not in self.config["sampling"]["samplers"]:
+                    raise ScorebenchError(
+                        f"config datasets/{dataset}/sampling/samplers/{name}: not a sampler preset of the study; "
+                        f"presets under sampling/samplers: {', '.join(self.samplers)}"
+                    )
 
     def _check_packs(self) -> None:
         """A dataset that asks for packing itself must have a packable network."""

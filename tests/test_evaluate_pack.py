@@ -31,7 +31,7 @@ CONFIG = {
     },
     "objectives": {"dsm": {"kind": "dsm"}},
     "training": {"steps": 20, "batch_size": 32, "log_every": 10, "checkpoint_every": 20, "device": "cpu", "pack": True},
-    "sampling": {"n_samples": 40, "samplers": {"annealed": {"kind": "annealed_langevin", "n_steps": 3}}},
+    "sampling": {"n_samples": 40, "samplers": {"annealed": {"kind": "annealed_langevin", "n_steps": 3, "step_ratio": 4.0}}},  # L1 must move (R > 0.05)
     "evaluation": {"score_error": {"n_points": 100, "n_bins": 2, "grid_size": 8}},
 }
 

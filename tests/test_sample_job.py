@@ -18,6 +18,7 @@ from scorebench.components import Components
 from scorebench.errors import Preempted, ScorebenchError
 from scorebench.jobs.sample import sample_job
 from scorebench.jobs.train import train_job
+from scorebench.ncsnv2_rules import ncsnv2_step_size
 from scorebench.sampling import SAMPLERS, chain_starts
 from scorebench.seeds import derive_seed
 from scorebench.study import Study, validate_config
@@ -117,7 +118,8 @@ def test_chunks_are_the_sampler_run_with_per_chunk_seeds(tmp_path, cell):
     device, dataset, schedule = c.device, c.dataset, c.schedule
     oracle, _ = c.trained_model(model, "ema")
     sigmas = schedule.sigmas.float()
-    eps = 0.1 * float(sigmas[-1]) ** 2  # the default step_ratio rule
+    s64 = schedule.sigmas  # the default step_rule ncsnv2: Eq. 4 for σ_L, γ = (σ_1/σ_L)^(1/(L−1)) and T = 4
+    eps = ncsnv2_step_size(float(s64[-1]), float(s64[0] / s64[-1]) ** (1 / (len(s64) - 1)), 4, "code")
     for k, start in enumerate(range(0, N, CHUNK)):
         m = min(CHUNK, N - start)
         g = torch.Generator().manual_seed(derive_seed(spec["seed"], "sample", "annealed", str(k)))

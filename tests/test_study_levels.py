@@ -208,7 +208,8 @@ def test_configs_are_the_full_weighting_by_levels_grid(name):
 
 def tiny(schedules):
     cfg = {"study": "t", "datasets": {"mix": {"kind": "gmm_2mode"}}, "schedules": schedules,
-           "objectives": {"dsm": {"kind": "dsm"}}, "figures": {"levels": True}}  # fmt: skip
+           "objectives": {"dsm": {"kind": "dsm"}}, "figures": {"levels": True},
+           "sampling": {"samplers": {"annealed": {"kind": "annealed_langevin", "step_ratio": 1.0}}}}  # fmt: skip
     return Study(validate_config(cfg))
 
 

@@ -89,7 +89,7 @@ def nd_config(dims=(2, 8), objectives=None, **changes):
         "schedules": {"geom": {"kind": "geometric", "sigma_max": 5, "sigma_min": 0.5, "levels": 3}},
         "objectives": objectives or {"exact": {"kind": "exact"}, "dsm": {"kind": "dsm"}},
         "training": {"steps": 2, "batch_size": 16, "device": "cpu", "log_every": 1},
-        "sampling": {"n_samples": 50, "samplers": {"ald": {"kind": "annealed_langevin", "n_steps": 2}}},
+        "sampling": {"n_samples": 50, "samplers": {"ald": {"kind": "annealed_langevin", "n_steps": 2, "noiseless_step_size": 0.5}}},
         "evaluation": {"score_error": {"n_points": 40, "n_bins": 2, "grid_size": 8}},
         "figures": {"objectives": True},
     }  # fmt: skip

@@ -63,10 +63,16 @@ def evaluate_samples_job(spec: dict, samples_path, out_path, reference_dir=None)
         r.setdefault("region", "")
         r.setdefault("bin", -1)
         r.setdefault("sigma", np.nan)
+        r.setdefault("se", np.nan)  # Monte-Carlo standard error: toy metrics bootstrap it (metrics/toy.py)
     extra = {
         **provenance(meta.get("device")),
         "eval_wall_s": time.perf_counter() - t0,
         "n_samples_used": int(ok.sum()),
+        # what the sample job actually ran (jobs/sample.py): per chain, T per level, ε and its rule
+        "sample_nfe": int(meta["nfe"]),
+        "sample_steps_per_level": int(meta["steps_per_level"]),
+        "sample_step_size": float(meta["step_size"]),
+        "sample_step_rule": str(meta["step_rule"]),
         "sample_wall_s": float(meta["wall_s"]),
         "sample_gpu_hours": gpu_hours(meta["wall_s"], meta.get("device")),
     }

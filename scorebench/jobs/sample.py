@@ -43,15 +43,16 @@ def sample_job(spec: dict, model_path, out_path) -> dict:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     run = get_sampler(sampler["kind"])
-    eps = c.step_size
+    eps, step_rule = c.step  # ε and the rule that gave it (budgets.resolve_step_size)
+    steps = c.steps_per_level  # T: n_steps, or derived from nfe_budget for this schedule
     sigmas = schedule.sigmas.to(device=device, dtype=torch.float32)
     score_fn = score_fn_on(model, device, amp=amp, channels_last=channels_last)
     n = int(sampling["n_samples"])
     opts = {"snr": sampler["snr"]} if sampler["kind"] == "pc" else {}
-    convention = sampler.get("step_convention", "code")  # the update form ε is meant in (sampling.py)
+    convention = sampler["step_convention"]  # the update form ε is meant in (sampling.py)
     every = 0
     if sampling["snapshots"] > 0:  # only chunk 0 keeps snapshots (the GIF shows its first chains)
-        every = max(1, schedule.levels * max(1, sampler["n_steps"]) // int(sampling["snapshots"]))
+        every = max(1, schedule.levels * max(1, steps) // int(sampling["snapshots"]))
 
     chunk_dir = Path(f"{out_path}.chunks")
     key = made_from(spec, model_path)
@@ -64,7 +65,7 @@ def sample_job(spec: dict, model_path, out_path) -> dict:
         g = torch.Generator(device).manual_seed(derive_seed(spec["seed"], "sample", sampler["name"], str(k)))
         x0 = chain_starts(dataset, m, kind=sampler["kind"], sigma_max=float(sigmas[0]), generator=g, device=device)
         out = run(
-            score_fn, x0, sigmas, n_steps=sampler["n_steps"], step_size=eps, generator=g,
+            score_fn, x0, sigmas, n_steps=steps, step_size=eps, generator=g,
             snapshot_every=every if k == 0 else 0, denoise=sampler["denoise"], cuda_graphs=cuda_graphs,
             step_convention=convention, **opts,
         )  # fmt: skip
@@ -82,7 +83,8 @@ def sample_job(spec: dict, model_path, out_path) -> dict:
     wall = sum(info["wall_s"] for info in infos)  # the whole draw's cost, over every run that drew a chunk
     finite = np.isfinite(samples).all(axis=tuple(range(1, samples.ndim)))
     meta = {
-        "nfe": int(infos[0]["nfe"]), "step_size": eps, "step_convention": convention, "wall_s": wall, "n_samples": n,
+        "nfe": int(infos[0]["nfe"]), "steps_per_level": steps, "step_size": eps, "step_rule": step_rule,
+        "step_convention": convention, "wall_s": wall, "n_samples": n,
         "n_nonfinite": int((~finite).sum()), "device": device_description(device),
         "chunk_size": size, "n_chunks": drawn["n_chunks"], "resumed_chunks": drawn["resumed_chunks"],
         "samples_per_s": n / max(wall, 1e-9), "amp": amp, "channels_last": channels_last,
