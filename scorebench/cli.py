@@ -71,7 +71,8 @@ def cmd_aggregate(args):
 def cmd_figures(args):
     from scorebench.jobs.report import figures_job
 
-    figures_job(args.table, args.out_dir, tables_dir=args.tables, curves=args.curves, samples=args.samples, only=args.only)
+    figures_job(args.table, args.out_dir, tables_dir=args.tables, curves=args.curves, samples=args.samples, real=args.real,
+                only=args.only)  # fmt: skip
 
 
 def cmd_score_field(args):
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--table", required=True)
     sp.add_argument("--curves", default=None, help="training-curves parquet")
     sp.add_argument("--samples", nargs="*", default=[], help="samples .npz files for sample grids")
+    sp.add_argument("--real", nargs="*", default=[], help="reference/DATASET/real.npz: held-out images beside the samples")
     sp.add_argument("--out-dir", required=True)
     sp.add_argument("--tables", required=True, help="folder for the Markdown/LaTeX summary tables")
     sp.add_argument("--only", nargs="*", default=None,

@@ -347,10 +347,13 @@ class Study:
 
     @property
     def field_cells(self) -> list[Cell]:
-        """Cells whose score is evaluated on a 2-D grid: the 2-D toy cells, when a paper study reads score fields."""
+        """Cells whose score is evaluated on a 2-D grid: the 2-D toy cells of the first seed (the score-field
+        figure draws one seed; its numbers come from the score-error table, every seed), when a paper
+        study reads score fields."""
         if "fields" not in self.paper_inputs:
             return []
-        return [c for c in self.cells if self.is_2d_toy(c.dataset)]
+        first = min(c.seed for c in self.cells)
+        return [c for c in self.cells if self.is_2d_toy(c.dataset) and c.seed == first]
 
     def score_field_spec(self, cell: Cell) -> dict:
         """Spec of a score-field job: the train spec plus which weights to load and the grid size."""

@@ -10,6 +10,8 @@ upward import and a planted cycle, so the test is known to be able to fail.
 from __future__ import annotations
 
 import ast
+
+import pytest
 import re
 from pathlib import Path
 
@@ -145,3 +147,42 @@ def test_the_checker_finds_an_upward_import_and_a_cycle(tmp_path):
     (pkg / "low" / "other.py").write_text("")
     assert problems(pkg, layers) == []
     assert problems(pkg, [["top"], ["low"]]) == ["pkg.mid: in no layer of the design"]
+
+
+def test_the_map_names_every_module_and_stays_inside_the_repository():
+    """docs/design.md is the map: every module file of the package and every rule file is named in
+    it (a module `x.py` by `x.py` or by its folder's line), and it points nowhere outside the repo."""
+    text = DESIGN.read_text()
+    assert "../" not in text, "docs/design.md must not point outside the repository"
+    missing = []
+    for path in sorted((ROOT / "scorebench").rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        if path.name == "__init__.py" and path.parent.name == "scorebench":
+            continue
+        if path.name not in text and str(rel) not in text:
+            missing.append(str(rel))
+    for path in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
+        if str(path.relative_to(ROOT)) not in text:
+            missing.append(str(path.relative_to(ROOT)))
+    assert missing == [], f"docs/design.md does not name: {missing}"
+
+
+def test_the_readme_layout_names_every_top_level_entry():
+    """The README's Layout section names every tracked top-level file and folder, and only real ones."""
+    import re
+    import subprocess
+
+    readme = (ROOT / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    if not tracked:
+        pytest.skip("not a git checkout")
+    top = {p.split("/", 1)[0] for p in tracked} - {".gitignore", ".gitattributes", "LICENSE", "README.md"}
+    missing = sorted(t for t in top if f"`{t}" not in layout)
+    assert missing == [], f"README layout does not name: {missing}"
+    for named in re.findall(r"`([A-Za-z0-9_.][^`* ]*)`", layout):
+        first = named.rstrip("/").split("/")[0]
+        if "." in first and not (ROOT / first).exists() and "/" not in named:
+            continue  # a module name like default_figures.py, resolved below
+        if "/" in named or (ROOT / first).exists():
+            assert (ROOT / named.rstrip("/")).exists() or any(ROOT.glob(named)), f"README layout names {named}, not in the tree"

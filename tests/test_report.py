@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scorebench.report import DEFAULT_FIGURES, INPUTS, PAPER_STUDIES, SUMMARY_TABLES, default_figures, paper_studies
+from scorebench.report import DEFAULT_FIGURES, INPUTS, PAPER_STUDIES, SUMMARY_TABLES, declared_default_figures, paper_studies
 from scorebench.report.default_figures import make_default_figures, metric_vs_levels, score_error_by_density
 from scorebench.report.plotting import NothingToDraw
 from scorebench.report.queries import at_common_sigma, at_sigma_min, first_metric_present, score_error_rows
@@ -221,23 +221,23 @@ def config_study(**changes):
 
 
 def test_registry_declares_only_the_figures_a_config_can_fill():
-    one_l = {f.name for f in default_figures(config_study())}
+    one_l = {f.name for f in declared_default_figures(config_study())}
     assert "metric_vs_levels" not in one_l  # a single L: no placeholder, not declared
     assert {"score_error_vs_sigma", "score_error_by_density", "training_curves"} <= one_l
-    two_l = config_study(schedules={"a": {"kind": "single", "sigma": 0.1},
+    two_l = config_study(schedules={"a": {"kind": "single", "sigma": 1.0},
                                     "b": {"kind": "geometric", "sigma_max": 5, "sigma_min": 0.1, "levels": 4}})
-    assert "metric_vs_levels" in {f.name for f in default_figures(two_l)}
+    assert "metric_vs_levels" in {f.name for f in declared_default_figures(two_l)}
     oracle = config_study(objectives={"o": {"kind": "oracle"}})
-    assert "training_curves" not in {f.name for f in default_figures(oracle)}
+    assert "training_curves" not in {f.name for f in declared_default_figures(oracle)}
     no_common = config_study(evaluation={"score_error": {"common_sigmas": []}})
-    assert "score_error_by_density" not in {f.name for f in default_figures(no_common)}
-    assert [f.name for f in default_figures(config_study())] == [f.name for f in DEFAULT_FIGURES if f.name in one_l]
+    assert "score_error_by_density" not in {f.name for f in declared_default_figures(no_common)}
+    assert [f.name for f in declared_default_figures(config_study())] == [f.name for f in DEFAULT_FIGURES if f.name in one_l]
 
 
 def test_workflow_declares_the_registrys_figures_and_the_summary_in_the_report():
     common = (ROOT / "workflow" / "rules" / "common.smk").read_text()
     rule = (ROOT / "workflow" / "rules" / "aggregate.smk").read_text()
-    assert "FIGURES = default_figures(STUDY)" in common
+    assert "FIGURES = declared_default_figures(STUDY)" in common
     assert "--only {params.figures}" in rule and 'study_path("tables/summary.md")' in rule
     assert "category=SUMMARY_CATEGORY" in rule
     assert (ROOT / "workflow" / "report" / "summary_tables.rst").is_file()

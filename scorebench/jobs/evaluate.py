@@ -20,6 +20,7 @@ log = logging.getLogger("scorebench")
 
 # FID/KID need 2 samples, precision/recall more than their 3 neighbours; fewer finite samples give NaN rows
 MIN_IMAGE_SAMPLES = 4
+REAL_IMAGES = 64  # held-out images the samples figure shows beside each image dataset's samples
 FIDELITY_ROWS = ("fid", "kid_mean", "kid_std", "precision", "recall", "f_score")
 
 
@@ -203,6 +204,8 @@ def reference_job(spec: dict, out_dir) -> None:
         info["feature_net_path"] = str(net_path)
         info["feature_net_heldout_accuracy"] = float(net.info.get("heldout_accuracy", float("nan")))
     reference = dataset.to_unit(dataset.train[: fid["n_reference"]])  # images in [0, 1], as samples are written
+    real = dataset.to_unit(dataset.test[:REAL_IMAGES]).cpu().numpy()  # held-out images drawn beside the samples
+    write_npz(out_dir / "real.npz", samples=real)
     info["n_reference"] = int(reference.shape[0])
     info["cache_name"] = reference_features(
         reference, cache_root=out_dir / "cache", cache_name=name, extractor=fid["extractor"],

@@ -15,7 +15,7 @@ def aggregate_job(inputs, out, *, train_logs=()) -> None:
     aggregate(inputs, out, train_logs=train_logs)
 
 
-def figures_job(table, out_dir, *, tables_dir, curves=None, samples=(), only=None) -> None:
+def figures_job(table, out_dir, *, tables_dir, curves=None, samples=(), real=(), only=None) -> None:
     """The default figures and summary tables of every study, from its table, training curves and samples;
     `only`: the figure names the workflow declared (scorebench.report.default_figures), None for all it can."""
     from scorebench.report.default_figures import make_default_figures
@@ -23,7 +23,7 @@ def figures_job(table, out_dir, *, tables_dir, curves=None, samples=(), only=Non
 
     df = read_table(table, "study table")
     make_default_figures(df, out_dir, curves=read_table(curves, "training curves") if curves else None, samples=samples,
-                         only=only)  # fmt: skip
+                         real=real, only=only)  # fmt: skip
     write_summary_tables(df, tables_dir)
 
 

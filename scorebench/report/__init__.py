@@ -7,7 +7,7 @@ Snakefile and the report job all read this registry to know a study's files and 
 import matplotlib and pandas only when they draw, so reading it stays cheap.
 
 No figure is a placeholder: the registry says, from the study's config alone, which figures the
-study can produce (`default_figures(study)`, `paper_figures(study)`), only those are declared as
+study can produce (`declared_default_figures(study)`, `paper_figures(study)`), only those are declared as
 workflow outputs and shown in the report, and the drawing jobs are told that list; a listed figure
 the table cannot fill is an error (plotting.NothingToDraw), never a card of text.
 
@@ -163,7 +163,7 @@ DEFAULT_PRODUCES = {
 }
 
 
-def default_figures(study) -> tuple[Figure, ...]:
+def declared_default_figures(study) -> tuple[Figure, ...]:
     """The figures of DEFAULT_FIGURES this study's config can fill: what the workflow declares as the
     `figures` rule's outputs and what its drawing job is asked for."""
     return tuple(f for f in DEFAULT_FIGURES if DEFAULT_PRODUCES[f.name](study))

@@ -72,11 +72,15 @@ def score_error_by_density(df, out_dir: Path) -> None:
         sharey=False, height=3.2, aspect=1.3, col_wrap=min(3, d["dataset"].nunique()),
     )  # fmt: skip
     g.set(yscale="log")
-    by = sorted(set(d["bin_by"].dropna().astype(str))) if "bin_by" in d else []
-    g.set_axis_labels("density bin (0 = lowest density" + (f"; by {', '.join(by)})" if by else ")"),
-                      NORM_LABEL.format(sigma=sigma_text(sigma)))  # fmt: skip
-    g.figure.suptitle(f"Score error by clean data density at {sigma_text(sigma)} (toys: log p₀; images: distance to "
-                      "the nearest training image; bars: 95 % CI over seeds; lower is better)", y=1.03)  # fmt: skip
+    binned = {"log_density_0": "bins of log p₀ over a grid", "log_density": "bins of log p_σ",
+              "nearest_distance": "bins of distance to the nearest training image"}
+    by = d.groupby("dataset")["bin_by"].first().to_dict() if "bin_by" in d else {}
+    for ds, ax in g.axes_dict.items():
+        ax.set_title(f"{ds}\n({binned.get(by.get(ds), 'density bins')})", fontsize=9)
+    g.set_axis_labels("density bin (0 = lowest density)", NORM_LABEL.format(sigma=sigma_text(sigma)))
+    g.figure.subplots_adjust(top=0.74)
+    g.figure.suptitle(f"Score error by clean data density at {sigma_text(sigma)} (bars: 95 % CI over seeds; lower is "
+                      "better)", y=0.98)  # fmt: skip
     save_figure(g.figure, out_dir, "score_error_by_density")
 
 
@@ -186,8 +190,9 @@ def _image_grid(x, max_images: int = 64):
     return canvas.squeeze(-1) if c == 1 else canvas
 
 
-def samples_figure(sample_files, out_dir: Path, max_panels: int = 24) -> None:
-    """Samples of every cell (first seed): scatter plots for toys, image grids for image data."""
+def samples_figure(sample_files, out_dir: Path, max_panels: int = 24, real=()) -> None:
+    """Samples of every cell (first seed): scatter plots for toys, image grids for image data, each image
+    dataset's held-out images (`real`: reference/DATASET/real.npz) in a panel before its samples."""
     import numpy as np
 
     plt, _ = pyplot()
@@ -195,16 +200,22 @@ def samples_figure(sample_files, out_dir: Path, max_panels: int = 24) -> None:
     files = [f for f in files if sample_cell(f)[3] == min(sample_cell(g)[3] for g in files)][:max_panels]
     if not files:
         raise NothingToDraw("samples", "no samples")
-    cols = min(4, len(files))
-    rows = math.ceil(len(files) / cols)
+    real_of = {Path(p).parent.name: Path(p) for p in real}
+    panels = []  # (title, file)
+    for f in files:
+        dataset, schedule, objective, _, sampler = sample_cell(f)
+        if dataset in real_of:
+            panels.append((f"{dataset}\nreal (held-out)", real_of.pop(dataset)))
+        panels.append((f"{dataset}\n{schedule} / {objective} / {sampler}", f))
+    cols = min(4, len(panels))
+    rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.3 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, f in zip(axes.flat, files):
+    for ax, (title, f) in zip(axes.flat, panels):
         with np.load(f) as z:
             x = z["samples"]
-        dataset, schedule, objective, _, sampler = sample_cell(f)
-        ax.set_title(f"{dataset}\n{schedule} / {objective} / {sampler}", fontsize=8)
+        ax.set_title(title, fontsize=8)
         if x.ndim == 2:
             ax.axis("on")
             ok = np.isfinite(x).all(1)
@@ -215,12 +226,12 @@ def samples_figure(sample_files, out_dir: Path, max_panels: int = 24) -> None:
         else:
             grid = _image_grid(x)
             ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
-    fig.suptitle("Samples (first seed)", y=1.0)
+    fig.suptitle("Samples (first seed); image datasets: held-out images first", y=1.0)
     fig.tight_layout()
     save_figure(fig, out_dir, "samples")
 
 
-def make_default_figures(df, out_dir, *, curves=None, samples=(), only=None) -> list[str]:
+def make_default_figures(df, out_dir, *, curves=None, samples=(), real=(), only=None) -> list[str]:
     """The figures of DEFAULT_FIGURES named in `only` (what the workflow declared: registry.default_figures),
     or, without `only`, every one the table can fill; returns the names drawn. A figure in `only`
     with nothing to draw raises plotting.NothingToDraw."""
@@ -232,5 +243,5 @@ def make_default_figures(df, out_dir, *, curves=None, samples=(), only=None) -> 
         "sample_quality": lambda: sample_quality(df, out_dir),
         "metric_vs_levels": lambda: metric_vs_levels(df, out_dir),
         "training_curves": lambda: training_curves(curves, out_dir),
-        "samples": lambda: samples_figure(samples, out_dir),
+        "samples": lambda: samples_figure(samples, out_dir, real=real),
     }, None if only is None else set(only))  # fmt: skip

@@ -56,16 +56,22 @@ def check(study) -> str | None:
 
 
 def produces(study) -> tuple[str, ...]:
-    """The families this config can fill: MMD² and sliced W2 with a toy and a sampler, FID with an
-    image dataset and a sampler, the score error with a common σ list."""
+    """The families this config can fill: an axis of L needs two or more L for some dataset of that
+    family. MMD² and sliced W2 with such a toy and a sampler, FID with such an image dataset and a
+    sampler, the score error with such a dataset and a common σ list."""
+    def varies(toy: bool) -> bool:
+        levels = {}
+        for c in study.cells:
+            if study.is_toy(c.dataset) == toy:
+                levels.setdefault(c.dataset, set()).add(schedule_n_levels(study.config["schedules"][c.schedule]))
+        return any(len(v) >= 2 for v in levels.values())
+
     out = []
-    toys = any(study.is_toy(c.dataset) for c in study.cells)
-    images = any(not study.is_toy(c.dataset) for c in study.cells)
-    if study.samplers and toys:
+    if study.samplers and varies(True):
         out += list(TOY_FIGURES)
-    if study.samplers and images:
+    if study.samplers and varies(False):
         out.append("levels_fid")
-    if any(s > 0 for s in common_sigmas(study)):
+    if any(s > 0 for s in common_sigmas(study)) and (varies(True) or varies(False)):
         out.append("levels_score_error")
     return tuple(n for n in FIGURES if n in out)
 

@@ -9,6 +9,8 @@ Fig. 3: without annealing the samples find the modes but not their weights).
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 from scorebench.data.registry import MIXTURE_DATASETS
@@ -111,9 +113,13 @@ def mode_weights_figure(df, mixtures: dict, out_dir: Path, name: str = "mode_wei
         raise NothingToDraw(name, "no mode-weight rows (needs a Gaussian-mixture dataset)")
     d = d.copy()
     panels = sorted(d.groupby(["dataset", "schedule", "objective"]).groups)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), squeeze=False, sharey=True)
+    cols = min(4, len(panels))
+    n_rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(n_rows, cols, figsize=(4.6 * cols, 4.2 * n_rows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
     palette = sns.color_palette("deep")
-    for ax, (ds, sch, obj) in zip(axes[0], panels):
+    for ax, (ds, sch, obj) in zip(axes.flat, panels):
         mix = mixtures[ds]
         k_all = len(mix["weights"])
         labels = {f"mode_weight_{k}": _mode_label(mix, k) for k in range(k_all)}
@@ -190,7 +196,7 @@ def _dataset_part(ds: str, mix: dict, mine: list[dict], family: list) -> tuple[s
     for r in mine:
         by_kind.setdefault(r["sampler_kind"], []).append(r)
     for kind in sorted(by_kind, key=lambda k: list(SAMPLER_KINDS).index(k) if k in SAMPLER_KINDS else 9):
-        parts = [f"{_text(r['weights'][heavy])} with `{r['objective']}`" for r in by_kind[kind]]
+        parts = [f"{_text(r['weights'][heavy])} with `{r['schedule']}` / `{r['objective']}`" for r in by_kind[kind]]
         findings.append(
             f"- {ds}: {SAMPLER_KINDS.get(kind, kind)} (`{by_kind[kind][0]['sampler']}`) puts "
             + ", ".join(parts) + f" of its samples in the heavy mode (true {w[heavy]:.2g})."
@@ -202,12 +208,12 @@ def _dataset_part(ds: str, mix: dict, mine: list[dict], family: list) -> tuple[s
             continue
         a_err, p_err = abs(r["weights"][heavy].mean - w[heavy]), abs(p["weights"][heavy].mean - w[heavy])
         findings.append(
-            f"- {ds}, `{r['objective']}`: the mean heavy-mode fraction is off the true weight by {a_err:.2g} with "
+            f"- {ds}, `{r['schedule']}` / `{r['objective']}`: the mean heavy-mode fraction is off the true weight by {a_err:.2g} with "
             f"annealed Langevin and {p_err:.2g} with plain Langevin (whether annealing is closer: Claims)."
         )
         (va, sa), (vp, sp) = r["heavy_seeds"], p["heavy_seeds"]
         family.append((f"annealed `{r['sampler']}`", f"plain `{p['sampler']}`",
-                       f"{ds}, `{r['objective']}`, |heavy-mode fraction − true {w[heavy]:.2g}|",
+                       f"{ds}, `{r['schedule']}` / `{r['objective']}`, |heavy-mode fraction − true {w[heavy]:.2g}|",
                        compare(abs(va - w[heavy]), abs(vp - w[heavy]), sa, sp), True))  # fmt: skip
     return table, findings
 

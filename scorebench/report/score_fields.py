@@ -260,7 +260,11 @@ def score_error_vs_log_density(df, out_dir: Path, name: str = "score_error_vs_lo
             ax.set_ylabel(ylabels[metric])
             ax.set_title(f"{ds}: {'absolute' if c == 0 else 'normalised'} error (← low density | high density →)",
                          fontsize=10)  # fmt: skip
-            ax.legend(fontsize=7, title="schedule / objective, σ", title_fontsize=7)
+            if c == 1:  # one legend per dataset, outside the axes so it hides no line
+                ax.legend(fontsize=7, title="schedule / objective, σ", title_fontsize=7, loc="upper left",
+                          bbox_to_anchor=(1.02, 1.0))  # fmt: skip
+            elif ax.get_legend() is not None:
+                ax.get_legend().remove()
     fig.suptitle("Score error against data density at each cell's own σ levels (uniform grid over the data box; "
                  "bands: 95% t-interval over seeds)", y=1.02)  # fmt: skip
     fig.tight_layout()
@@ -336,7 +340,7 @@ def _findings(nums, df) -> tuple[list[str], list]:
             family.append(("the highest-density bin", "the lowest-density bin",
                            f"{ds}, no noise (`{r['schedule']}`), score error at σ = {r['sigma']:.3g}",
                            compare(va, vb, sa, sb), True))  # fmt: skip
-        base = [(r["schedule"], r["objective"]) for r in naive]
+        base = list(dict.fromkeys((r["schedule"], r["objective"]) for r in naive))  # a cell once, not per own σ
         for key in dict.fromkeys((r["schedule"], r["objective"]) for r in noisy):  # the figure's order
             cell = [r for r in noisy if (r["schedule"], r["objective"]) == key]
             big, small = max(cell, key=lambda r: r["sigma"]), min(cell, key=lambda r: r["sigma"])

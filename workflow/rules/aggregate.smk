@@ -28,6 +28,7 @@ rule figures:
         table=rules.aggregate.output.table,
         curves=rules.aggregate.output.curves,
         samples=get_sample_files,
+        real=get_real_images,
     output:
         figures=[
             report(
@@ -65,4 +66,4 @@ rule figures:
         out_dir=lambda wildcards: study_path("figures"),
         tables_dir=lambda wildcards, output: os.path.dirname(output.summary),
     shell:
-        "scorebench figures --table {input.table} --curves {input.curves} --samples {params.samples} --out-dir {params.out_dir} --tables {params.tables_dir} --only {params.figures} > {log} 2>&1"
+        "scorebench figures --table {input.table} --curves {input.curves} --samples {params.samples} --real {input.real} --out-dir {params.out_dir} --tables {params.tables_dir} --only {params.figures} > {log} 2>&1"

@@ -14,7 +14,7 @@ from scorebench.config_file import read_config
 from scorebench.errors import ScorebenchError
 from scorebench.failures import job_errors
 from scorebench.slurm_site import site_errors
-from scorebench.report import SUMMARY_CATEGORY, SUMMARY_TABLES, default_figures
+from scorebench.report import SUMMARY_CATEGORY, SUMMARY_TABLES, declared_default_figures
 from scorebench.specs import spec_json
 from scorebench.study import Cell, Study, validate_config
 
@@ -223,6 +223,17 @@ def get_sample_files(wildcards=None):
     return sorted({evaluated_input(c, n) for n in sample_names() for c in STUDY.cells})
 
 
+def get_real_images(wildcards=None):
+    """Held-out images of each image dataset (written with its reference statistics), drawn beside its samples."""
+    if not STUDY.samplers:
+        return []
+    return sorted(
+        study_path(f"reference/{d}/real.npz")
+        for d in STUDY.config["datasets"]
+        if not STUDY.is_toy(d) and any(c.dataset == d for c in STUDY.cells)
+    )
+
+
 def sample_files(wildcards=None):
     return [evaluated_file(c, n) for n in sample_names() for c in STUDY.cells]
 
@@ -230,7 +241,7 @@ def sample_files(wildcards=None):
 # The default figures this config can fill, and the paper figures the config's `figures:` block asks
 # for (none by default); both chosen by the registry in scorebench/report/ from the config (a figure
 # with nothing to show is not an output), each with its caption in workflow/report/.
-FIGURES = default_figures(STUDY)
+FIGURES = declared_default_figures(STUDY)
 PAPER_FIGURES = STUDY.paper_figures
 
 

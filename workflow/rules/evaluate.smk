@@ -1,6 +1,7 @@
 rule reference_stats:
     output:
         info=study_path("reference/{dataset}/reference.json"),
+        real=study_path("reference/{dataset}/real.npz"),
     log:
         study_path("logs/reference_stats/{dataset}.log"),
     benchmark:
