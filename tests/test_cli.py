@@ -49,7 +49,9 @@ def test_train_sample_score_error_chain(tmp_path, specs):
     import pandas as pd
 
     assert np.load(out / "s.npz")["samples"].shape == (50, 2)
-    assert set(pd.read_parquet(out / "e.parquet")["sigma"].round(6)) == {5.0, round(5 * 0.1**0.5, 6), 0.5}
+    table = pd.read_parquet(out / "e.parquet")
+    assert set(table[table.sigma_set == "own"]["sigma"].round(6)) == {5.0, round(5 * 0.1**0.5, 6), 0.5}
+    assert set(table[table.sigma_set == "common"]["sigma"]) == {0.0, 0.1, 1.0}  # the schema default common_sigmas
 
 
 def _one_line_error(r, needle):
