@@ -159,7 +159,7 @@ def rank_bins(values: torch.Tensor, n_bins: int, *, descending: bool = False) ->
 
 
 def _bootstrap_se(e: torch.Tensor, t: torch.Tensor, whole_t: float, generator, n_boot: int) -> dict:
-    """Bootstrap standard errors of the three ratios of one region (resampling its points)."""
+    """Bootstrap standard errors of one region's four values (resampling its points)."""
     if generator is None or n_boot < 2 or e.numel() < 2:
         return dict.fromkeys(("score_error", "score_error_rel", "score_error_norm", "true_score_norm2"), math.nan)
     idx = torch.randint(e.numel(), (int(n_boot), e.numel()), generator=generator).to(e.device)

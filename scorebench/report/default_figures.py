@@ -197,9 +197,10 @@ def samples_figure(sample_files, out_dir: Path, max_panels: int = 24, real=()) -
 
     plt, _ = pyplot()
     files = sorted(Path(p) for p in sample_files)
-    files = [f for f in files if sample_cell(f)[3] == min(sample_cell(g)[3] for g in files)][:max_panels]
     if not files:
         raise NothingToDraw("samples", "no samples")
+    first_seed = min(sample_cell(f)[3] for f in files)
+    files = [f for f in files if sample_cell(f)[3] == first_seed][:max_panels]
     real_of = {Path(p).parent.name: Path(p) for p in real}
     panels = []  # (title, file)
     for f in files:
