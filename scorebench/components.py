@@ -36,10 +36,7 @@ class Components:
     def schedule(self):
         """σ levels and λ; NCSNv2's rules (kind ncsnv2, σ₁ auto) read the training data, and the
         ncsnv2 kind's step size follows the sampler's steps per level (derived from its nfe_budget
-        once L is known) in its step convention."""
-        import dataclasses
-
-        from scorebench.ncsnv2_rules import ncsnv2_step_size
+        once the data have fixed L) in its step convention."""
         from scorebench.noise import make_schedule
 
         sch = {k: v for k, v in self.spec["schedule"].items() if k != "name"}
@@ -47,15 +44,9 @@ class Components:
         if kind == "ncsnv2" or (kind in ("geometric", "linear") and sch["sigma_max"] == "auto"):
             sch["data"] = self.dataset.train
             if "sampler" in self.spec:  # a train spec has none: its schedule's step size is never used
-                sch["steps_per_level"] = self.spec["sampler"]["n_steps"] or 1
+                sch["steps_per_level"] = lambda levels: max(1, self._steps_for(levels))
                 sch["step_convention"] = self.spec["sampler"]["step_convention"]  # the ncsnv2 rule's ε is for this form
-        schedule = make_schedule(kind, **sch)
-        if kind == "ncsnv2" and "sampler" in self.spec:  # T from the budget needs L, which the data gave
-            steps = max(1, self._steps_for(schedule.levels))
-            if steps != sch["steps_per_level"]:
-                eps = ncsnv2_step_size(float(schedule.sigmas[-1]), schedule.info["gamma"], steps, sch["step_convention"])
-                schedule = dataclasses.replace(schedule, step_size=eps)
-        return schedule
+        return make_schedule(kind, **sch)
 
     def _steps_for(self, levels: int) -> int:
         from scorebench.budgets import steps_per_level

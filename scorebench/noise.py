@@ -9,6 +9,7 @@ registries by name, so ablating λ or L is a config edit.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -121,7 +122,7 @@ def make_schedule(
     levels: int | None = None,
     sigmas=None,
     data: torch.Tensor | None = None,
-    steps_per_level: int = 100,
+    steps_per_level: int | Callable[[int], int] = 100,
     step_convention: str = "code",
 ) -> Schedule:
     """Build a schedule from its registry name and parameters.
@@ -134,7 +135,8 @@ def make_schedule(
             sigma_max may be "auto": the largest pairwise distance of `data`, exact over all of it (NCSNv2's σ_1 rule).
         sigmas: the list of `explicit`.
         data: training data, needed by `ncsnv2` (σ_1 = largest pairwise distance, γ from its dimension).
-        steps_per_level: T of annealed Langevin, used by `ncsnv2`'s step-size rule.
+        steps_per_level: T of annealed Langevin, used by `ncsnv2`'s step-size rule; or a function of
+            L giving T (a sampler's nfe_budget fixes T only once the data have fixed L).
         step_convention: the sampler's Langevin update form ("code" or "algorithm1", see
             scorebench/sampling.py); `ncsnv2`'s ε is the rule's minimiser in that form.
     """
@@ -164,7 +166,8 @@ def make_schedule(
         gamma = ncsnv2_ratio(dim)
         n = max(1, int(math.ceil(math.log(s_max / s_min) / math.log(gamma))) + 1)
         s = geometric_sigmas(s_max, s_min, n) if n > 1 else torch.tensor([s_max], dtype=torch.float64)
-        step_size = ncsnv2_step_size(s_min, gamma, steps_per_level, step_convention)
+        steps = steps_per_level(n) if callable(steps_per_level) else steps_per_level
+        step_size = ncsnv2_step_size(s_min, gamma, int(steps), step_convention)
         info = {"gamma": gamma, "derived_levels": n, "derived_sigma_max": s_max}
     else:
         raise ScorebenchError(f"schedule.kind: unknown {kind!r}; choose one of {list(SCHEDULE_KINDS)}")

@@ -47,6 +47,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from scorebench.errors import ScorebenchError
+from scorebench.metrics.bootstrap import RESAMPLES, counts, generator_after, standard_error
 from scorebench.tensors import flat_sum
 
 BIN_BY = ("log_density_0", "log_density", "nearest_distance")
@@ -162,11 +163,11 @@ def _bootstrap_se(e: torch.Tensor, t: torch.Tensor, whole_t: float, generator, n
     """Bootstrap standard errors of one region's four values (resampling its points)."""
     if generator is None or n_boot < 2 or e.numel() < 2:
         return dict.fromkeys(("score_error", "score_error_rel", "score_error_norm", "true_score_norm2"), math.nan)
-    idx = torch.randint(e.numel(), (int(n_boot), e.numel()), generator=generator).to(e.device)
-    me, mt = e[idx].mean(1), t[idx].mean(1)
-    sd = lambda v: float(v.std(correction=1))  # noqa: E731
-    return {"score_error": sd(me), "score_error_rel": sd(me / mt), "score_error_norm": sd(me / whole_t),
-            "true_score_norm2": sd(mt)}  # fmt: skip
+    c = counts(e.numel(), n_boot, generator) / e.numel()
+    me, mt = c @ e.detach().cpu().to(torch.float64), c @ t.detach().cpu().to(torch.float64)
+    se = standard_error
+    return {"score_error": se(me), "score_error_rel": se(me / mt), "score_error_norm": se(me / whole_t),
+            "true_score_norm2": se(mt)}  # fmt: skip
 
 
 def _metric_rows(err: ScoreError, mask: torch.Tensor, key: dict, bin_values: torch.Tensor, whole_t: float,
@@ -211,7 +212,7 @@ def score_error_rows(
     model_sigmas=None,
     chunk_size: int = 1024,
     device: torch.device | str | None = None,
-    bootstrap: int = 200,
+    bootstrap: int = RESAMPLES,
 ) -> list[dict]:
     """Score error per σ, overall, per density bin and (2-D toys) on a grid; tidy rows (module docstring).
 
@@ -271,7 +272,7 @@ def score_error_rows(
         idx = torch.randint(n_test, (int(n_points),), generator=generator)
     clean = dataset.test[idx].to(dev, torch.float32)
     z = torch.randn(clean.shape, generator=generator, dtype=torch.float32).to(dev)
-    boot = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+    boot = generator_after(generator)
     use_grid = int(grid_size) > 0 and dataset.kind == "toy" and dataset.dim == 2
     if use_grid and int(grid_size) ** 2 < int(n_bins):
         raise ScorebenchError(f"score error grid_size: {grid_size}² grid points cannot fill {n_bins} bins")

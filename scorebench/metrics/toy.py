@@ -16,6 +16,7 @@ from typing import NamedTuple
 import torch
 
 from scorebench.data.mixture import IsotropicGaussianMixture
+from scorebench.metrics import bootstrap
 from scorebench.errors import ScorebenchError
 
 DEFAULT_BANDWIDTHS = (0.1, 0.5, 1.0, 2.0, 5.0)
@@ -232,27 +233,6 @@ def mode_coverage(estimate: ModeWeights, true_weights: torch.Tensor, threshold: 
     return covered, covered / w.numel()
 
 
-BOOTSTRAP_RESAMPLES = 200  # resamples of the samples behind each toy metric's standard error `se`
-
-
-def bootstrap_generator(generator: torch.Generator) -> torch.Generator:
-    """A CPU generator for the bootstrap, seeded by one draw of `generator` (after the metrics' own
-    draws, so adding the bootstrap changes no metric value)."""
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-    return torch.Generator().manual_seed(seed)
-
-
-def bootstrap_counts(n: int, resamples: int, generator: torch.Generator) -> torch.Tensor:
-    """(resamples, n) float64 multiplicities of n indices drawn with replacement, one row per resample."""
-    idx = torch.randint(0, n, (int(resamples), n), generator=generator)
-    return torch.zeros(int(resamples), n, dtype=torch.float64).scatter_add_(1, idx, torch.ones(idx.shape, dtype=torch.float64))
-
-
-def _sd(values: torch.Tensor) -> float:
-    """Standard deviation over resamples (dim 0), the bootstrap standard error; NaN if any is not finite."""
-    return float(values.std(0)) if values.numel() > 1 and bool(torch.isfinite(values).all()) else math.nan
-
-
 def mmd_rbf_se(x: torch.Tensor, y: torch.Tensor, counts: torch.Tensor, bandwidths=DEFAULT_BANDWIDTHS, *,
                chunk_size: int = 1024) -> float:  # fmt: skip
     """Bootstrap standard error of `mmd_rbf(x, y, bandwidths)` over resamples of x (y, the held-out
@@ -279,7 +259,7 @@ def mmd_rbf_se(x: torch.Tensor, y: torch.Tensor, counts: torch.Tensor, bandwidth
     k = h.numel()
     kyy = (_kernel_sum(yf, yf, inv, chunk_size, True) - m * k) / (m * (m - 1))
     values = (cKc - n * k) / (n * (n - 1)) + kyy - 2.0 * (c @ r) / (n * m)
-    return _sd(values)
+    return bootstrap.standard_error(values)
 
 
 SE_PROJECTIONS = 32  # directions behind sliced W2's standard error (its value keeps n_projections)
@@ -315,7 +295,7 @@ def sliced_wasserstein_se(x: torch.Tensor, y: torch.Tensor, counts: torch.Tensor
             2, torch.searchsorted(running, k.expand(c.shape[0], px.shape[1], -1).contiguous(), right=True).clamp_max(n - 1))
         qx = at(lo) * (1.0 - frac) + at(hi) * frac  # (B, P, q)
         values.append(((qx - qy) ** 2).mean(2).mean(1).sqrt())
-    return _sd(torch.cat(values))
+    return bootstrap.standard_error(torch.cat(values))
 
 
 def mode_metrics_se(x: torch.Tensor, mixture: IsotropicGaussianMixture, counts: torch.Tensor, max_distance: float,
@@ -336,9 +316,10 @@ def mode_metrics_se(x: torch.Tensor, mixture: IsotropicGaussianMixture, counts: 
     w = mixture.weights.to(torch.float64)
     tv = 0.5 * ((shares[:, :k] - w).abs().sum(1) + shares[:, k])
     covered = (shares[:, :k] >= float(coverage_threshold) * w).sum(1).to(torch.float64)
-    out = {"mode_weight_error": _sd(tv), "mode_off_fraction": _sd(shares[:, k]), "mode_coverage": _sd(covered),
-           "mode_coverage_frac": _sd(covered / k)}  # fmt: skip
-    out.update({f"mode_weight_{j}": _sd(shares[:, j]) for j in range(k)})
+    se = bootstrap.standard_error
+    out = {"mode_weight_error": se(tv), "mode_off_fraction": se(shares[:, k]), "mode_coverage": se(covered),
+           "mode_coverage_frac": se(covered / k)}  # fmt: skip
+    out.update({f"mode_weight_{j}": se(shares[:, j]) for j in range(k)})
     return out
 
 
@@ -352,7 +333,7 @@ def toy_sample_metrics(
     n_projections: int = 256,
     max_distance: float = 3.0,
     coverage_threshold: float = 0.1,
-    resamples: int = BOOTSTRAP_RESAMPLES,
+    resamples: int = bootstrap.RESAMPLES,
 ) -> list[dict]:
     """Every toy metric that applies, as tidy rows {metric, value}, against the held-out data.
 
@@ -409,9 +390,9 @@ def toy_sample_metrics(
         rows += [{"metric": f"mode_weight_{k}", "value": float(w)} for k, w in enumerate(est.weights)]
     se = {row["metric"]: math.nan for row in rows}
     if not empty and int(resamples) >= 2:
-        boot = bootstrap_generator(generator)
-        counts = bootstrap_counts(x.shape[0], int(resamples), boot)
-        se["nonfinite_fraction"] = _sd(counts @ (~finite.cpu()).to(torch.float64) / x.shape[0])
+        boot = bootstrap.generator_after(generator)
+        counts = bootstrap.counts(x.shape[0], int(resamples), boot)
+        se["nonfinite_fraction"] = bootstrap.standard_error(counts @ (~finite.cpu()).to(torch.float64) / x.shape[0])
         se["mmd_rbf"] = mmd_rbf_se(x, ref, counts, bandwidths)
         se["sliced_wasserstein"] = sliced_wasserstein_se(x, ref, counts, min(n_projections, SE_PROJECTIONS), generator=boot)
         if mixture:
