@@ -207,6 +207,18 @@ def test_summary_tables_split_toys_and_images_with_ci_and_the_common_sigma(tmp_p
     assert len(summary_table(df)) == 3
 
 
+
+def test_modes_covered_column_holds_the_fraction_its_header_names():
+    """mode_coverage is a count (2 of 2 modes), mode_coverage_frac the fraction: the header says fraction."""
+    cell = {"study": "s", "dataset": "mix", "dataset_kind": "gmm_2mode", "schedule": "geom", "objective": "dsm",
+            "sampler": "ald", "bin": -1, "region": "", "sigma": math.nan}  # fmt: skip
+    rows = [{**cell, "seed": seed, "metric": m, "value": v}
+            for seed in range(3) for m, v in (("mode_coverage", 2.0), ("mode_coverage_frac", 1.0))]  # fmt: skip
+    toy = summary_tables(pd.DataFrame(rows))["toy"]
+    (col,) = [c for c in toy.columns if c.startswith("modes covered")]
+    assert "fraction" in col and toy.loc[0, col] == "1"
+
+
 # ---------------------------------------------------------------------- which figures a config declares
 
 

@@ -28,7 +28,7 @@ HEADLINE = {
     "mmd_rbf": ("MMD² (RBF kernel)", 1.0),
     "sliced_wasserstein": ("sliced W₂ (data units)", 1.0),
     "mode_weight_error": ("mode-weight TV (fraction)", 1.0),
-    "mode_coverage": ("modes covered (fraction)", 1.0),
+    "mode_coverage_frac": ("modes covered (fraction of modes)", 1.0),
     SCORE_ERROR: ("rel. score error", 1.0),  # header gets "at σ = …"
 }
 IMAGE_METRICS = ("fid", "kid_mean", "precision", "recall")
