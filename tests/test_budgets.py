@@ -1,15 +1,17 @@
 """Sampler budgets (nfe_budget -> T per level), the step rule, per-dataset sampler overrides, the
-relaxation check at config time, and the bootstrap standard error of toy metrics."""
+relaxation check at config time, the bootstrap standard error of toy metrics, and every shipped
+study sampling the cells it compares at one budget."""
 
 import copy
 import logging
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from scorebench.budgets import relaxation, resolve_step_size, schedule_sigmas, steps_per_level
+from scorebench.budgets import nfe_per_chain, relaxation, resolve_step_size, schedule_sigmas, steps_per_level
 from scorebench.components import Components
 from scorebench.data import load_dataset
 from scorebench.data.registry import MIXTURE_DATASETS, POINT_CLOUD_VARIANCE, data_variance
@@ -20,7 +22,7 @@ from scorebench.jobs.train import train_job
 from scorebench.metrics.toy import toy_sample_metrics
 from scorebench.ncsnv2_rules import ncsnv2_step_size
 from scorebench.noise import make_schedule
-from scorebench.study import Study, validate_config
+from scorebench.study import Study, load_config, validate_config
 
 # A cheap real cell: the exact mixture score (oracle), three geometric levels 5 -> 0.5 (γ = √10).
 CONFIG = {
@@ -277,3 +279,41 @@ def test_bootstrap_se_of_a_mode_weight_is_the_binomial_one():
             p = rows[f"mode_weight_{k}"]["value"]
             binomial = math.sqrt(p * (1 - p) / n)
             assert binomial / 1.5 < rows[f"mode_weight_{k}"]["se"] < 1.5 * binomial
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = [ROOT / "config" / "config.yaml", *sorted((ROOT / "config" / "studies").glob("*.yaml"))]
+NFE_IS_THE_AXIS = {"samplers", "samplers_cluster"}  # their figures and Claims compare at each NFE of the x axis
+
+
+def preset_levels(schedule: dict) -> int | None:
+    """L of a schedule preset without its data (None for kind ncsnv2, whose L the data set)."""
+    kind = schedule["kind"]
+    if kind == "ncsnv2":
+        return None
+    return {"none": 1, "single": 1, "explicit": len(schedule.get("sigmas") or [])}.get(kind) or int(schedule["levels"])
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_study_samples_a_datasets_cells_at_one_budget(path):
+    """A study's tables put a dataset's (schedule, sampler) rows side by side, so their chains take the
+    same network evaluations: at most B, and no fewer than B − L (the floor of a budget B split over L
+    levels). Before: score_fields ran 101 vs 1,001, langevin_vs_annealed 1,001 vs 2,001."""
+    if path.stem in NFE_IS_THE_AXIS:
+        pytest.skip(f"{path.stem}: NFE is what it varies")
+    study = Study(load_config(path))
+    for dataset in study.preset_names("datasets"):
+        cells = [c for c in study.cells if c.dataset == dataset]
+        if len({c.schedule for c in cells}) * len(study.samplers) < 2:
+            continue  # one schedule, one sampler: nothing to match (and a paper preset's data may be absent)
+        nfe, levels = {}, {}
+        for cell in cells:
+            for name in study.samplers:
+                spec = study.sample_spec(cell, name)
+                smp, L = spec["sampler"], preset_levels(spec["schedule"])
+                if L is None:  # kind ncsnv2: L is the data's
+                    L = Components(spec).schedule.levels
+                T = steps_per_level(smp["kind"], L, smp["n_steps"], smp["nfe_budget"], smp["denoise"])
+                nfe[f"{cell.schedule}/{name}"] = nfe_per_chain(smp["kind"], L, T, smp["denoise"])
+                levels[f"{cell.schedule}/{name}"] = L
+        assert min(nfe.values()) >= max(nfe.values()) - max(levels.values()), f"{path.stem} {dataset}: NFE {nfe}"
