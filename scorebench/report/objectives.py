@@ -24,7 +24,7 @@ from scorebench.data.registry import dataset_dim
 from scorebench.report.plotting import NothingToDraw, pyplot, save_figure
 from scorebench.report.plotting import draw_each
 from scorebench.report.queries import at_common_sigma, at_sigma_min, own_sigma_rows, score_error_rows
-from scorebench.report.stats import claims, claims_markdown, compare, loglog_slope, over_seeds
+from scorebench.report.stats import claims, claims_markdown, compare, describe, loglog_slope, over_seeds
 from scorebench.report.tables import markdown_table, mean_ci_text
 
 FIGURES = ("objectives_vs_dim",)
@@ -250,19 +250,24 @@ def _lookup(nums):
     return {(r["dataset"], r["objective"], r["sampler"], r["quantity"]): r for r in nums.to_dict("records")}
 
 
-def _slope_shape(slope: float) -> str:
-    if 0.7 <= slope <= 1.3:
-        return "about linear in D"
-    if abs(slope) < 0.25:
-        return "about flat"
-    if slope < 0:
-        return "falling"
-    return "growing, slower than linear" if slope < 0.7 else "growing faster than linear"
+def _seed_slopes(values, dims: dict, model: str, objective: str) -> tuple[list[float], list]:
+    """(slopes, seeds): per seed, the log-log slope of its seconds per step against D over the
+    datasets it has cells on (seeds with fewer than 2 D give none)."""
+    r = values[(values["quantity"] == "sec_per_step") & (values["model"] == model) & (values["objective"] == objective)]
+    r = r.assign(dim=r["dataset"].map(dims)).dropna(subset=["dim", "value"])
+    slopes, seeds = [], []
+    for seed, g in r.groupby("seed"):
+        if g["dim"].nunique() >= 2:
+            slopes.append(loglog_slope(g["dim"], g["value"]))
+            seeds.append(seed)
+    return slopes, seeds
 
 
-def cost_findings(nums) -> list[str]:
-    """Seconds per step against D per objective (per model, when the study has several): the log-log
-    slope, and whether exact's cost grows about linearly while the others' stay flat."""
+def cost_findings(nums, values, dims: dict, family: list) -> list[str]:
+    """Seconds per step against D per objective (per model, when the study has several): each
+    objective's log-log slope (1: linear in D, 0: flat) with its 95 % t-interval over seeds (one slope
+    per seed); whether exact's cost grows faster than each other objective's is a paired t-test on
+    those slopes in the section's Holm family (`family`)."""
     cost = nums[nums["quantity"] == "sec_per_step"]
     several = cost["model"].nunique() > 1
     out = []
@@ -273,32 +278,31 @@ def cost_findings(nums) -> list[str]:
             rows = rows.sort_values("dim")
             if rows["dim"].nunique() < 2:
                 continue
-            slope = round(loglog_slope(rows["dim"], rows["mean"]), 2) + 0.0  # + 0.0: no "-0.00"
-            slopes[obj] = (rows["objective_kind"].iloc[0], slope)
+            per_seed, seeds = _seed_slopes(values, dims, model, obj)
+            slopes[obj] = (rows["objective_kind"].iloc[0], per_seed, seeds)
+            st = describe(per_seed)
             a, b = rows.iloc[0], rows.iloc[-1]
             out.append(
                 f"- Cost, `{obj}`{where}: {a['mean']:.3g} s/step at D = {int(a['dim'])} → {b['mean']:.3g} s/step "
-                f"at D = {int(b['dim'])} (×{b['mean'] / a['mean']:.3g}); log-log slope {slope:.2f}, "
-                f"{_slope_shape(slope)}."
+                f"at D = {int(b['dim'])} (×{b['mean'] / a['mean']:.3g}); log-log slope {st.mean + 0.0:.2f} "
+                f"[{st.lo + 0.0:.2f}, {st.hi + 0.0:.2f}] (n = {st.n} seeds; 1 = linear in D, 0 = flat)."
             )
-        exact = [o for o, (k, _) in slopes.items() if k == "exact"]
-        others = [s for o, (k, s) in slopes.items() if k != "exact"]
-        if not (exact and others):
+        exact = [o for o, (k, _, _) in slopes.items() if k == "exact"]
+        for other, (kind, per_seed, seeds) in slopes.items():
+            if exact and kind != "exact":
+                e = slopes[exact[0]]
+                family.append((f"`{other}`", f"`{exact[0]}`", f"growth of s/step with D (log-log slope per seed{where})",
+                               compare(per_seed, e[1], seeds, e[2]), True))  # fmt: skip
+        if not exact:
             continue
-        e = slopes[exact[0]][1]
-        verdict = ("as expected: exact's cost grows about linearly in D (one backward pass per dimension) while the "
-                   "others stay flat" if 0.7 <= e <= 1.3 and all(abs(s) < 0.25 for s in others) else
-                   "exact's cost grows faster with D than the others'" if all(e > s for s in others) else
-                   "in this run exact's cost does NOT grow faster with D than the others'")  # fmt: skip
-        listing = ", ".join(f"`{o}` {s:.2f}" for o, (_, s) in slopes.items())
-        out.append(f"- Cost verdict{where}: {verdict} (slopes: {listing}).")
         top = int(per_model.loc[per_model["objective"] == exact[0], "dim"].max())
         here = per_model[per_model["dim"] == top].set_index("objective")["mean"]
         cheap = here.drop(exact[0], errors="ignore")
         if len(cheap):
             out.append(
                 f"- At D = {top}, the largest D with exact cells{where}, one exact step takes as long as "
-                f"{here[exact[0]] / cheap.max():.3g}–{here[exact[0]] / cheap.min():.3g} steps of the others."
+                f"{here[exact[0]] / cheap.max():.3g}–{here[exact[0]] / cheap.min():.3g} steps of the others "
+                "(ratios of the seed means)."
             )
     return out
 
@@ -408,14 +412,15 @@ def section(inputs) -> str:
                       *[mean_ci_text(at.get((*k, smp, q))) for q in sample_qs],
                       mean_ci_text(at.get((*k, "", "sec_per_step")))])  # fmt: skip
     text.append(markdown_table(header, table))
-    findings = cost_findings(nums)
+    values = per_seed_values(df)
+    family: list = []
+    findings = cost_findings(nums, values, data_dims(df), family)
     exact_dims = set(nums.loc[nums["objective_kind"] == "exact", "dim"])
     missing = sorted({int(d) for d in nums["dim"]} - {int(d) for d in exact_dims})
     if exact_dims and missing:
         findings.append(f"- Exact score matching has no cells at D = {', '.join(map(str, missing))} (refused above its "
                         "max_dim, or excluded).")  # fmt: skip
-    family: list = []
-    findings += _error_findings(nums, per_seed_values(df), smp, sample_qs, family)
+    findings += _error_findings(nums, values, smp, sample_qs, family)
     text.append("Findings:\n")
     text.append("\n".join(findings) + "\n" if findings else "No comparison possible (one objective or one D).\n")
     text.append(claims_markdown(claims(_unique(family))))
