@@ -4,7 +4,7 @@ Runs `snakemake --cores N` on a study config (the default study unless --configf
 results folder, then reads every job log's `ready: ... after X s since process start` line (written
 by scorebench.clock.log_ready when a job starts its real work: the interpreter, imports, data and
 model are behind it) and each job's Snakemake benchmark file. Prints ONE JSON line:
-wall_s, jobs, and per rule the job count, median/max start-up and median job wall time.
+wall_s, jobs, the load average before and after, and per rule the job count, median/max start-up and median job wall time.
 
     python bench/study.py [--configfile config/config.yaml] [--cores 2]
 """
@@ -36,9 +36,11 @@ def main() -> int:
     out = Path(tempfile.mkdtemp(prefix="bench_study_"))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(ROOT),
            "--configfile", args.configfile, "--config", f"results_dir={out}", "--cores", args.cores, "--quiet"]  # fmt: skip
+    load_before = [round(v, 2) for v in os.getloadavg()]  # a busy machine stretches wall_s: say how busy
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    load_after = [round(v, 2) for v in os.getloadavg()]
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-3000:])
         return proc.returncode
@@ -70,7 +72,8 @@ def main() -> int:
             "job_median_s": round(statistics.median(j), 2) if j else None,
         }
     result = {"config": os.path.relpath(args.configfile, ROOT), "cores": int(args.cores), "wall_s": round(wall, 1),
-              "jobs": sum(r["jobs"] for r in rules.values()), "rules": rules}  # fmt: skip
+              "jobs": sum(r["jobs"] for r in rules.values()), "load_avg_1_5_15_before": load_before,
+              "load_avg_1_5_15_after": load_after, "rules": rules}  # fmt: skip
     print(json.dumps(result), flush=True)
     return 0
 
