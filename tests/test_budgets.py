@@ -22,6 +22,7 @@ from scorebench.jobs.train import train_job
 from scorebench.metrics.toy import toy_sample_metrics
 from scorebench.ncsnv2_rules import ncsnv2_step_size
 from scorebench.noise import make_schedule
+from scorebench.results import schedule_n_levels
 from scorebench.study import Study, load_config, validate_config
 
 # A cheap real cell: the exact mixture score (oracle), three geometric levels 5 -> 0.5 (γ = √10).
@@ -286,14 +287,6 @@ SHIPPED = [ROOT / "config" / "config.yaml", *sorted((ROOT / "config" / "studies"
 NFE_IS_THE_AXIS = {"samplers", "samplers_cluster"}  # their figures and Claims compare at each NFE of the x axis
 
 
-def preset_levels(schedule: dict) -> int | None:
-    """L of a schedule preset without its data (None for kind ncsnv2, whose L the data set)."""
-    kind = schedule["kind"]
-    if kind == "ncsnv2":
-        return None
-    return {"none": 1, "single": 1, "explicit": len(schedule.get("sigmas") or [])}.get(kind) or int(schedule["levels"])
-
-
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
 def test_every_shipped_study_samples_a_datasets_cells_at_one_budget(path):
     """A study's tables put a dataset's (schedule, sampler) rows side by side, so their chains take the
@@ -310,7 +303,7 @@ def test_every_shipped_study_samples_a_datasets_cells_at_one_budget(path):
         for cell in cells:
             for name in study.samplers:
                 spec = study.sample_spec(cell, name)
-                smp, L = spec["sampler"], preset_levels(spec["schedule"])
+                smp, L = spec["sampler"], schedule_n_levels(spec["schedule"])
                 if L is None:  # kind ncsnv2: L is the data's
                     L = Components(spec).schedule.levels
                 T = steps_per_level(smp["kind"], L, smp["n_steps"], smp["nfe_budget"], smp["denoise"])

@@ -207,7 +207,6 @@ def test_summary_tables_split_toys_and_images_with_ci_and_the_common_sigma(tmp_p
     assert len(summary_table(df)) == 3
 
 
-
 def test_modes_covered_column_holds_the_fraction_its_header_names():
     """mode_coverage is a count (2 of 2 modes), mode_coverage_frac the fraction: the header says fraction."""
     cell = {"study": "s", "dataset": "mix", "dataset_kind": "gmm_2mode", "schedule": "geom", "objective": "dsm",

@@ -16,8 +16,8 @@ from typing import NamedTuple
 import torch
 
 from scorebench.data.mixture import IsotropicGaussianMixture
-from scorebench.metrics import bootstrap
 from scorebench.errors import ScorebenchError
+from scorebench.metrics import bootstrap
 
 DEFAULT_BANDWIDTHS = (0.1, 0.5, 1.0, 2.0, 5.0)
 
